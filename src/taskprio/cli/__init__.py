@@ -1,0 +1,8 @@
+"""The ``taskprio`` command line: ``bench``, ``methods``, ``data``.
+
+Loaded only by the console script, never by ``import taskprio``.
+"""
+
+from taskprio.cli._main import app, main
+
+__all__ = ["app", "main"]

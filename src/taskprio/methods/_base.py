@@ -1,0 +1,89 @@
+"""The base class of gradient aggregation methods and their registry."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+from taskprio._registry import Registry
+
+
+class Method(nn.Module, ABC):
+    """Combines K per-task gradients of the shared parameters into one update direction.
+
+    Subclasses implement :meth:`forward` over a [K, n] matrix and set the class attributes;
+    state lives in buffers or ``get_extra_state`` so ``state_dict()`` captures it. The step API
+    (:class:`taskprio.MultiTaskStep`) reads only the class attributes, never the name.
+
+    Class attributes:
+        name: the registry key.
+        summary: one line for ``taskprio methods``.
+        is_linear: True when the result is always the plain sum of the rows; the step then runs
+            a single backward of the weighted loss sum instead of K.
+        steps_optimizer: True when the method runs the optimizer itself (several steps per batch).
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    is_linear: ClassVar[bool] = False
+    steps_optimizer: ClassVar[bool] = False
+
+    def __call__(self, per_task_grads: Tensor, tasks: Sequence[str] | None = None) -> Tensor:
+        """Check the input, then aggregate it.
+
+        Args:
+            per_task_grads: [K, n] one flattened (already loss-weighted) gradient per task.
+            tasks: the K task names in row order (methods with per-task options use them).
+
+        Returns:
+            [n] the combined direction.
+        """
+        if per_task_grads.ndim != 2:
+            raise ValueError(
+                f"`per_task_grads` must be 2-D [K, n]; got shape {tuple(per_task_grads.shape)}. "
+                "Stack one flattened gradient per task."
+            )
+        if per_task_grads.shape[0] == 0:
+            raise ValueError("`per_task_grads` has no rows; give at least one task's gradient.")
+        if tasks is not None and len(tasks) != per_task_grads.shape[0]:
+            raise ValueError(
+                f"`tasks` names {len(tasks)} tasks but `per_task_grads` has "
+                f"{per_task_grads.shape[0]} rows."
+            )
+        result: Tensor = super().__call__(per_task_grads, tasks)
+        return result
+
+    @abstractmethod
+    def forward(self, per_task_grads: Tensor, tasks: Sequence[str] | None = None) -> Tensor:
+        """Aggregate [K, n] per-task gradients into an [n] direction."""
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Numbers about the last call worth logging (e.g. projections made); none by default."""
+        return {}
+
+    def __str__(self) -> str:
+        return type(self).__name__
+
+
+METHODS: Registry[Method] = Registry("method")
+
+
+def available() -> list[str]:
+    """The registry keys of every method.
+
+    >>> "sum" in available()
+    True
+    """
+    return METHODS.names()
+
+
+def create(name: str, **options: Any) -> Method:
+    """Build the method registered as ``name`` with its options.
+
+    >>> create("sum")
+    Sum()
+    """
+    return METHODS.create(name, **options)

@@ -1,0 +1,265 @@
+"""MultiTaskStep: the one object that replaces ``loss.backward(); optimizer.step()``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from taskprio.engine import PerTaskGrads, Strategy, flat_grad_matrix, per_task_grads, unflatten_like
+from taskprio.methods import METHODS, Method
+from taskprio.weighting import WEIGHTINGS, Weighting
+
+TaskLossClosure = Callable[[str], Tensor | None]
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What one step did, small enough to keep for every step.
+
+    Attributes:
+        losses: task → loss value, for the tasks present in the step.
+        weights: task → the loss weight applied.
+        method: the method's registry key.
+        skipped_tasks: tasks with no loss in this step (no labels in the batch).
+        phase: the method's phase, for multi-phase methods; None otherwise.
+        diagnostics: method numbers plus conflict statistics of the shared gradients when
+            per-task gradients were formed: ``conflicting_pairs`` (pairs of tasks with a
+            negative inner product) and ``min_cosine``.
+    """
+
+    losses: dict[str, float]
+    weights: dict[str, float]
+    method: str
+    skipped_tasks: tuple[str, ...] = ()
+    phase: str | None = None
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+
+class MultiTaskStep:
+    """One optimization step over several task losses.
+
+    Computes the per-task gradients, scales them by the loss weights, combines the gradients of
+    the shared parameters with the method (task-specific parameters get their own task's
+    weighted gradient), writes ``.grad`` and steps the optimizer.
+
+    Args:
+        model: the network; its trainable parameters must all be in ``optimizer``.
+        optimizer: any torch optimizer over the model's parameters.
+        tasks: the task names, in a fixed order (rows of the gradient matrix).
+        method: a :class:`~taskprio.methods.Method` or its registry key (default ``"sum"``).
+        weighting: a :class:`~taskprio.weighting.Weighting` or its registry key
+            (default ``"equal"``).
+        strategy: how per-task gradients are formed (see :func:`taskprio.engine.per_task_grads`).
+        check_finite: stop with an error naming the task when a loss is NaN or infinite, before
+            any parameter changes.
+
+    Call it with either a mapping ``{task: loss}`` from one shared forward, or a closure
+    ``task -> loss`` that runs one task's forward (with task-specific norms, wrap it in
+    :func:`taskprio.nn.active_task`). A task missing from the mapping, or whose closure returns
+    None, has no labels in this batch and is left out of the step.
+
+    >>> model = nn.Linear(3, 2)
+    >>> step = MultiTaskStep(model, torch.optim.SGD(model.parameters(), lr=0.1), ["a", "b"])
+    >>> out = model(torch.ones(4, 3))
+    >>> record = step({"a": out[:, 0].pow(2).mean(), "b": out[:, 1].abs().mean()})
+    >>> sorted(record.losses), record.method
+    (['a', 'b'], 'sum')
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        tasks: Sequence[str],
+        *,
+        method: Method | str = "sum",
+        weighting: Weighting | str = "equal",
+        strategy: Strategy = "auto",
+        check_finite: bool = True,
+    ) -> None:
+        self.tasks = tuple(tasks)
+        if not self.tasks or len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"`tasks` must be non-empty and unique; got {list(tasks)}.")
+        self.model = model
+        self.optimizer = optimizer
+        self.method = METHODS.create(method) if isinstance(method, str) else method
+        self.weighting = WEIGHTINGS.create(weighting) if isinstance(weighting, str) else weighting
+        self.strategy: Strategy = strategy
+        self.check_finite = check_finite
+        self.params = _optimizer_params(optimizer)
+        _check_model_in_optimizer(model, self.params)
+
+    def __call__(
+        self,
+        losses_or_closure: Mapping[str, Tensor] | TaskLossClosure,
+        *,
+        epoch: int | None = None,
+    ) -> StepRecord:
+        """Run one step; see the class docstring for the two input forms.
+
+        Args:
+            losses_or_closure: ``{task: loss}`` or ``task -> loss | None``.
+            epoch: the 0-based epoch, for weightings and methods with a schedule.
+
+        Returns:
+            A :class:`StepRecord`.
+        """
+        if self.method.steps_optimizer:
+            raise NotImplementedError(
+                f"{self.method} runs the optimizer itself; it needs its own step driver."
+            )
+        if isinstance(losses_or_closure, Mapping):
+            losses = self._present_losses(losses_or_closure)
+            present = tuple(losses)
+            loss_values = self._loss_values(losses)
+            weights = self.weighting(loss_values, present, epoch=epoch)
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.method.is_linear:
+                torch.autograd.backward(_weighted_sum(losses, weights))
+                diagnostics: dict[str, Any] = {}
+            else:
+                grads = per_task_grads(losses, self.params, tasks=present, strategy=self.strategy)
+                diagnostics = self._combine(grads, weights)
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            grads = self._closure_grads(losses_or_closure)
+            present, loss_values = grads.tasks, grads.losses
+            weights = self.weighting(loss_values, present, epoch=epoch)
+            diagnostics = self._combine(grads, weights)
+        self.optimizer.step()
+        return StepRecord(
+            losses=dict(zip(present, loss_values.tolist(), strict=True)),
+            weights=dict(zip(present, weights.tolist(), strict=True)),
+            method=self.method.name,
+            skipped_tasks=tuple(t for t in self.tasks if t not in present),
+            diagnostics=diagnostics,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """The method's and the weighting's state (the model and optimizer save their own)."""
+        return {"method": self.method.state_dict(), "weighting": self.weighting.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.method.load_state_dict(state["method"])
+        self.weighting.load_state_dict(state["weighting"])
+
+    def _present_losses(self, losses: Mapping[str, Tensor | None]) -> dict[str, Tensor]:
+        unknown = sorted(set(losses) - set(self.tasks))
+        if unknown:
+            raise KeyError(f"Losses given for unknown tasks {unknown}; the tasks are {self.tasks}.")
+        present = {t: loss for t in self.tasks if (loss := losses.get(t)) is not None}
+        if not present:
+            raise ValueError("No task has a loss in this step; give at least one.")
+        return present
+
+    def _loss_values(self, losses: Mapping[str, Tensor]) -> Tensor:
+        values = torch.stack([loss.detach().reshape(()) for loss in losses.values()])
+        if self.check_finite:
+            self._raise_if_not_finite(tuple(losses), values)
+        return values
+
+    def _raise_if_not_finite(self, tasks: Sequence[str], values: Tensor) -> None:
+        for task, value in zip(tasks, values.tolist(), strict=True):
+            if not math.isfinite(value):
+                raise FloatingPointError(
+                    f"The loss of task {task!r} is {value}; no parameter was changed. Check "
+                    "that task's inputs and labels, or lower the learning rate."
+                )
+
+    def _closure_grads(self, closure: TaskLossClosure) -> PerTaskGrads:
+        def checked_loss(task: str) -> Tensor | None:
+            loss = closure(task)
+            if loss is not None and self.check_finite:
+                self._raise_if_not_finite([task], loss.detach().reshape(1))
+            return loss
+
+        return per_task_grads(checked_loss, self.params, tasks=self.tasks, strategy="loop")
+
+    def _combine(self, grads: PerTaskGrads, weights: Tensor) -> dict[str, Any]:
+        """Write each parameter's combined, weighted gradient into ``.grad``."""
+        diagnostics: dict[str, Any] = {}
+        # Parameters reached by the same set of tasks form one block; a block reached by two or
+        # more tasks is shared and goes through the method as one [k, n] matrix.
+        blocks: dict[tuple[bool, ...], list[int]] = {}
+        for i, g in enumerate(grads.grads):
+            if g is not None:
+                blocks.setdefault(tuple(grads.touched[:, i].tolist()), []).append(i)
+        for mask, indices in blocks.items():
+            rows = torch.tensor(mask)
+            matrix = flat_grad_matrix([grads.grads[i][rows] for i in indices])  # type: ignore[index]
+            matrix = matrix * weights[rows].to(matrix.dtype).unsqueeze(1)
+            block_tasks = [t for t, m in zip(grads.tasks, mask, strict=True) if m]
+            if len(block_tasks) > 1:
+                combined = self.method(matrix, block_tasks)
+                diagnostics.update(self.method.diagnostics())
+                diagnostics.update(conflict_statistics(matrix))
+            else:
+                combined = matrix[0]
+            for i, grad in zip(
+                indices, unflatten_like(combined, [self.params[i] for i in indices]), strict=True
+            ):
+                self.params[i].grad = grad
+        return diagnostics
+
+
+def conflict_statistics(per_task_grads: Tensor) -> dict[str, float]:
+    """How much the task gradients conflict.
+
+    Args:
+        per_task_grads: [K, n] one gradient per task.
+
+    Returns:
+        ``conflicting_pairs``: the number of pairs with a negative inner product;
+        ``min_cosine``: the smallest pairwise cosine (1.0 for a single task).
+
+    >>> conflict_statistics(torch.tensor([[1.0, 0.0], [-1.0, 1.0], [0.0, 1.0]]))
+    {'conflicting_pairs': 1.0, 'min_cosine': -0.7071067690849304}
+    """
+    gramian = per_task_grads @ per_task_grads.T  # [K, K]
+    norms = gramian.diagonal().clamp_min(0).sqrt()
+    cosine = gramian / (norms[:, None] * norms[None, :]).clamp_min(torch.finfo(gramian.dtype).tiny)
+    num_tasks = gramian.shape[0]
+    upper = torch.triu_indices(num_tasks, num_tasks, offset=1)
+    pairs = gramian[upper[0], upper[1]]
+    min_cosine = cosine[upper[0], upper[1]].min().item() if pairs.numel() else 1.0
+    return {"conflicting_pairs": float((pairs < 0).sum().item()), "min_cosine": min_cosine}
+
+
+def _weighted_sum(losses: Mapping[str, Tensor], weights: Tensor) -> Tensor:
+    # Summed term by term rather than stacked: the losses may come from separate graphs.
+    total = torch.zeros((), dtype=weights.dtype, device=weights.device)
+    for loss, weight in zip(losses.values(), weights, strict=True):
+        total = total + weight * loss.reshape(())
+    return total
+
+
+def _optimizer_params(optimizer: torch.optim.Optimizer) -> list[Tensor]:
+    seen: set[int] = set()
+    params: list[Tensor] = []
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                params.append(p)
+    if not params:
+        raise ValueError("`optimizer` holds no trainable parameter.")
+    return params
+
+
+def _check_model_in_optimizer(model: nn.Module, params: Sequence[Tensor]) -> None:
+    in_optimizer = {id(p) for p in params}
+    missing = [
+        n for n, p in model.named_parameters() if p.requires_grad and id(p) not in in_optimizer
+    ]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} trainable parameters of `model` are not in `optimizer` (first: "
+            f"{missing[0]!r}). Build the optimizer after `taskprio.nn.make_task_specific`, "
+            "from `model.parameters()`, or freeze those parameters (requires_grad=False)."
+        )

@@ -1,0 +1,201 @@
+"""MultiTaskStep: weighting, method, partial supervision and bad input."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+import taskprio
+from taskprio.methods import Method
+
+TASKS = ("a", "b")
+
+
+class SumByRows(Method):
+    """The plain sum through the general per-task path (not the one-backward shortcut)."""
+
+    name = "sum_by_rows"
+    summary = "test only"
+
+    def forward(self, per_task_grads: Tensor, tasks: Sequence[str] | None = None) -> Tensor:
+        return per_task_grads.sum(dim=0)
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.ModuleDict(
+        {
+            "trunk": nn.Sequential(nn.Linear(3, 5), nn.BatchNorm1d(5), nn.ReLU()),
+            "a": nn.Linear(5, 1),
+            "b": nn.Linear(5, 1),
+        }
+    ).double()
+
+
+def _losses(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+    features = model["trunk"](x)
+    return {
+        "a": ((model["a"](features).squeeze(1) - y[:, 0]) ** 2).mean(),
+        "b": (model["b"](features).squeeze(1) - y[:, 1]).abs().mean(),
+    }
+
+
+def _data() -> tuple[Tensor, Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return (
+        torch.randn(8, 3, generator=generator, dtype=torch.float64),
+        torch.randn(8, 2, generator=generator, dtype=torch.float64),
+    )
+
+
+def _expected_sgd_step(model: nn.Module, weights: dict[str, float], lr: float) -> list[Tensor]:
+    """Parameters after one SGD step on Σ w_t L_t, from a plain autograd reference."""
+    reference = copy.deepcopy(model)
+    x, y = _data()
+    losses = _losses(reference, x, y)
+    total = sum(weights[t] * losses[t] for t in weights)
+    grads = torch.autograd.grad(total, list(reference.parameters()), allow_unused=True)
+    return [
+        p.detach() - lr * (g if g is not None else 0)
+        for p, g in zip(reference.parameters(), grads, strict=True)
+    ]
+
+
+@pytest.mark.parametrize("method", ["sum", SumByRows()])
+def test_weighted_step_equals_step_on_weighted_loss(method):
+    model = _net()
+    weights = {"a": 2.0, "b": 0.5}
+    expected = _expected_sgd_step(model, weights, lr=0.1)
+    step = taskprio.MultiTaskStep(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        TASKS,
+        method=method,
+        weighting=taskprio.weighting.Manual(weights=weights),
+    )
+    x, y = _data()
+    record = step(_losses(model, x, y))
+    assert record.weights == weights
+    assert set(record.losses) == set(TASKS)
+    for got, want in zip(model.parameters(), expected, strict=True):
+        torch.testing.assert_close(got.detach(), want, rtol=1e-12, atol=1e-14)
+
+
+def test_general_path_records_conflict_statistics():
+    model = _net()
+    step = taskprio.MultiTaskStep(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), TASKS, method=SumByRows()
+    )
+    x, y = _data()
+    record = step(_losses(model, x, y))
+    assert record.diagnostics["conflicting_pairs"] in (0.0, 1.0)
+    assert -1.0 <= record.diagnostics["min_cosine"] <= 1.0
+
+
+def test_closure_form_with_task_norms_sums_task_gradients():
+    torch.manual_seed(2)
+    model = _net()
+    taskprio.nn.make_task_specific(model["trunk"], TASKS)
+    reference = copy.deepcopy(model)
+    x, y = _data()
+
+    def closure_for(net: nn.Module):
+        def task_loss(task: str) -> Tensor:
+            with taskprio.nn.active_task(net, task):
+                return _losses(net, x, y)[task]
+
+        return task_loss
+
+    expected_grads = [torch.zeros_like(p) for p in reference.parameters()]
+    for task in TASKS:
+        loss = closure_for(reference)(task)
+        for acc, g in zip(
+            expected_grads,
+            torch.autograd.grad(loss, list(reference.parameters()), allow_unused=True),
+            strict=True,
+        ):
+            if g is not None:
+                acc += g
+    step = taskprio.MultiTaskStep(model, torch.optim.SGD(model.parameters(), lr=0.1), TASKS)
+    step(closure_for(model))
+    for p, p0, g in zip(model.parameters(), reference.parameters(), expected_grads, strict=True):
+        torch.testing.assert_close(p.detach(), p0.detach() - 0.1 * g, rtol=1e-12, atol=1e-14)
+    # Each task's norm was updated by its own task only: the other task's norm rows are intact.
+    norm = model["trunk"][1]
+    assert not torch.equal(norm.norms["a"].weight, norm.norms["b"].weight)
+
+
+@pytest.mark.parametrize("method", ["sum", SumByRows()])
+def test_task_without_labels_is_left_out(method):
+    model = _net()
+    head_b_before = [p.detach().clone() for p in model["b"].parameters()]
+    step = taskprio.MultiTaskStep(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), TASKS, method=method
+    )
+    x, y = _data()
+    record = step({"a": _losses(model, x, y)["a"]})
+    assert record.skipped_tasks == ("b",)
+    assert set(record.losses) == {"a"}
+    for p, before in zip(model["b"].parameters(), head_b_before, strict=True):
+        assert torch.equal(p.detach(), before)
+        assert p.grad is None
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_closure_returning_none_skips_the_task():
+    model = _net()
+    step = taskprio.MultiTaskStep(model, torch.optim.SGD(model.parameters(), lr=0.1), TASKS)
+    x, y = _data()
+    record = step(lambda t: _losses(model, x, y)["b"] if t == "b" else None)
+    assert record.skipped_tasks == ("a",)
+
+
+@pytest.mark.parametrize("form", ["mapping", "closure"])
+def test_non_finite_loss_stops_before_any_change(form):
+    model = _net()
+    before = [p.detach().clone() for p in model.parameters()]
+    step = taskprio.MultiTaskStep(model, torch.optim.SGD(model.parameters(), lr=0.1), TASKS)
+    x, y = _data()
+    y[0, 1] = float("nan")
+    losses = _losses(model, x, y)
+    argument = losses if form == "mapping" else losses.__getitem__
+    with pytest.raises(FloatingPointError, match="'b' is nan"):
+        step(argument)
+    for p, p0 in zip(model.parameters(), before, strict=True):
+        assert torch.equal(p.detach(), p0)
+
+
+def test_bad_construction_is_reported():
+    model = _net()
+    with pytest.raises(ValueError, match="not in `optimizer`"):
+        taskprio.MultiTaskStep(model, torch.optim.SGD(model["trunk"].parameters(), lr=0.1), TASKS)
+    with pytest.raises(KeyError, match="Did you mean 'sum'"):
+        taskprio.MultiTaskStep(
+            model, torch.optim.SGD(model.parameters(), lr=0.1), TASKS, method="sun"
+        )
+    with pytest.raises(ValueError, match="unique"):
+        taskprio.MultiTaskStep(model, torch.optim.SGD(model.parameters(), lr=0.1), ["a", "a"])
+    step = taskprio.MultiTaskStep(model, torch.optim.SGD(model.parameters(), lr=0.1), TASKS)
+    x, y = _data()
+    with pytest.raises(KeyError, match="unknown tasks"):
+        step({"c": _losses(model, x, y)["a"]})
+
+
+def test_registry_lists_sum():
+    assert "sum" in taskprio.methods.available()
+    assert isinstance(taskprio.methods.create("sum"), taskprio.methods.Sum)
+    assert taskprio.weighting.available() == ["equal", "manual"]
+
+
+def test_conflict_statistics_hand_worked():
+    # Rows (1, 0), (-1, 1), (0, 1): only the first pair conflicts (inner product -1), with
+    # cosine -1/√2; the others are orthogonal (0) and aligned (1/√2).
+    stats = taskprio.optim.conflict_statistics(
+        torch.tensor([[1.0, 0.0], [-1.0, 1.0], [0.0, 1.0]], dtype=torch.float64)
+    )
+    assert stats["conflicting_pairs"] == 1.0
+    assert stats["min_cosine"] == pytest.approx(-(0.5**0.5), abs=1e-12)
