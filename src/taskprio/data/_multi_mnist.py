@@ -276,7 +276,7 @@ def draw_corners(num_images: int, rng: np.random.Generator) -> NDArray[np.int64]
 
     >>> corners = draw_corners(1000, np.random.default_rng(0))
     >>> [(int(corners[:, d].min()), int(corners[:, d].max())) for d in range(2)]
-    [(0, 4), (4, 8)]
+    [(0, 2), (6, 8)]
     """
     far_corner = CANVAS_SIZE - DIGIT_SIZE
     top_left = rng.integers(0, MAX_SHIFT + 1, size=(num_images, 2))
