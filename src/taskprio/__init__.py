@@ -6,10 +6,10 @@ loss weightings in :mod:`taskprio.methods` and :mod:`taskprio.weighting`.
 
 >>> import taskprio
 >>> taskprio.methods.available()
-['sum']
+['cso', 'sum']
 """
 
-from taskprio import data, engine, methods, models, nn, weighting
+from taskprio import data, engine, methods, models, nn, priority, weighting
 from taskprio.optim import MultiTaskStep, StepRecord
 
 __version__ = "0.1.0.dev0"
@@ -23,5 +23,6 @@ __all__ = [
     "methods",
     "models",
     "nn",
+    "priority",
     "weighting",
 ]

@@ -110,9 +110,12 @@ class MultiTaskStep:
             A :class:`StepRecord`.
         """
         if self.method.steps_optimizer:
-            raise NotImplementedError(
-                f"{self.method} runs the optimizer itself; it needs its own step driver."
-            )
+            if isinstance(losses_or_closure, Mapping):
+                raise TypeError(
+                    f"{self.method} runs one forward per task: call the step with a closure "
+                    "`task -> loss` (see the class docstring), not a mapping of losses."
+                )
+            return self.method.run_step(self, losses_or_closure, epoch=epoch)
         if isinstance(losses_or_closure, Mapping):
             losses = self._present_losses(losses_or_closure)
             present = tuple(losses)
@@ -124,20 +127,56 @@ class MultiTaskStep:
                 diagnostics: dict[str, Any] = {}
             else:
                 grads = per_task_grads(losses, self.params, tasks=present, strategy=self.strategy)
-                diagnostics = self._combine(grads, weights)
+                diagnostics = self.combine_and_write(grads, weights)
         else:
             self.optimizer.zero_grad(set_to_none=True)
-            grads = self._closure_grads(losses_or_closure)
+            grads = self.task_gradients(losses_or_closure)
             present, loss_values = grads.tasks, grads.losses
             weights = self.weighting(loss_values, present, epoch=epoch)
-            diagnostics = self._combine(grads, weights)
+            diagnostics = self.combine_and_write(grads, weights)
         self.optimizer.step()
+        return self.make_record(present, loss_values, weights, diagnostics=diagnostics)
+
+    # The methods below are the building blocks that a method which runs the optimizer itself
+    # (``steps_optimizer``, e.g. CSO) composes in its ``run_step``.
+
+    def task_gradients(self, closure: TaskLossClosure) -> PerTaskGrads:
+        """Per-task gradients of every optimized parameter, one forward per task.
+
+        Checks each loss for NaN/inf before its backward (``check_finite``); tasks whose closure
+        returns None are left out. Does not touch ``.grad``.
+        """
+
+        def checked_loss(task: str) -> Tensor | None:
+            loss = closure(task)
+            if loss is not None and self.check_finite:
+                self._raise_if_not_finite([task], loss.detach().reshape(1))
+            return loss
+
+        return per_task_grads(checked_loss, self.params, tasks=self.tasks, strategy="loop")
+
+    def check_finite_loss(self, task: str, loss: Tensor) -> None:
+        """Raise FloatingPointError naming ``task`` if ``loss`` is NaN or infinite."""
+        if self.check_finite:
+            self._raise_if_not_finite([task], loss.detach().reshape(1))
+
+    def make_record(
+        self,
+        present: Sequence[str],
+        loss_values: Tensor,
+        weights: Tensor,
+        *,
+        phase: str | None = None,
+        diagnostics: dict[str, Any] | None = None,
+    ) -> StepRecord:
+        """A :class:`StepRecord` for the tasks present in a step."""
         return StepRecord(
             losses=dict(zip(present, loss_values.tolist(), strict=True)),
             weights=dict(zip(present, weights.tolist(), strict=True)),
             method=self.method.name,
             skipped_tasks=tuple(t for t in self.tasks if t not in present),
-            diagnostics=diagnostics,
+            phase=phase,
+            diagnostics={} if diagnostics is None else diagnostics,
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -172,17 +211,20 @@ class MultiTaskStep:
                     "that task's inputs and labels, or lower the learning rate."
                 )
 
-    def _closure_grads(self, closure: TaskLossClosure) -> PerTaskGrads:
-        def checked_loss(task: str) -> Tensor | None:
-            loss = closure(task)
-            if loss is not None and self.check_finite:
-                self._raise_if_not_finite([task], loss.detach().reshape(1))
-            return loss
+    def combine_and_write(
+        self, grads: PerTaskGrads, weights: Tensor, method: Method | None = None
+    ) -> dict[str, Any]:
+        """Weight the per-task gradients, combine shared ones, write ``.grad``.
 
-        return per_task_grads(checked_loss, self.params, tasks=self.tasks, strategy="loop")
+        Args:
+            grads: per-task gradients of :attr:`params`.
+            weights: [K] loss weights of ``grads.tasks``.
+            method: combines the gradients of shared parameters; :attr:`method` when None.
 
-    def _combine(self, grads: PerTaskGrads, weights: Tensor) -> dict[str, Any]:
-        """Write each parameter's combined, weighted gradient into ``.grad``."""
+        Returns:
+            The method's diagnostics and the conflict statistics of the shared gradients.
+        """
+        method = self.method if method is None else method
         diagnostics: dict[str, Any] = {}
         # Parameters reached by the same set of tasks form one block; a block reached by two or
         # more tasks is shared and goes through the method as one [k, n] matrix.
@@ -196,8 +238,8 @@ class MultiTaskStep:
             matrix = matrix * weights[rows].to(matrix.dtype).unsqueeze(1)
             block_tasks = [t for t, m in zip(grads.tasks, mask, strict=True) if m]
             if len(block_tasks) > 1:
-                combined = self.method(matrix, block_tasks)
-                diagnostics.update(self.method.diagnostics())
+                combined = method(matrix, block_tasks)
+                diagnostics.update(method.diagnostics())
                 diagnostics.update(conflict_statistics(matrix))
             else:
                 combined = matrix[0]

@@ -2,10 +2,11 @@
 
 >>> import taskprio
 >>> taskprio.methods.available()
-['sum']
+['cso', 'sum']
 """
 
 from taskprio.methods._base import METHODS, Method, available, create
+from taskprio.methods._cso import CSO, project_on_owners
 from taskprio.methods._sum import Sum
 
-__all__ = ["METHODS", "Method", "Sum", "available", "create"]
+__all__ = ["CSO", "METHODS", "Method", "Sum", "available", "create", "project_on_owners"]

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor, nn
 
 from taskprio._registry import Registry
+
+if TYPE_CHECKING:
+    from taskprio.optim import MultiTaskStep, StepRecord, TaskLossClosure
 
 
 class Method(nn.Module, ABC):
@@ -23,7 +26,8 @@ class Method(nn.Module, ABC):
         summary: one line for ``taskprio methods``.
         is_linear: True when the result is always the plain sum of the rows; the step then runs
             a single backward of the weighted loss sum instead of K.
-        steps_optimizer: True when the method runs the optimizer itself (several steps per batch).
+        steps_optimizer: True when the method runs the optimizer itself (e.g. several steps per
+            batch); the step API then hands the whole step to :meth:`run_step`.
     """
 
     name: ClassVar[str]
@@ -59,6 +63,12 @@ class Method(nn.Module, ABC):
     @abstractmethod
     def forward(self, per_task_grads: Tensor, tasks: Sequence[str] | None = None) -> Tensor:
         """Aggregate [K, n] per-task gradients into an [n] direction."""
+
+    def run_step(
+        self, step: MultiTaskStep, closure: TaskLossClosure, *, epoch: int | None
+    ) -> StepRecord:
+        """Run a whole step (only for methods with ``steps_optimizer``)."""
+        raise NotImplementedError(f"{self} combines gradients; it does not run steps itself.")
 
     def diagnostics(self) -> dict[str, Any]:
         """Numbers about the last call worth logging (e.g. projections made); none by default."""
