@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 import typer
@@ -12,13 +13,15 @@ from rich.console import Console
 from rich.table import Table
 
 from taskprio.data import Split, data_root, iterate_batches, load_multi_mnist
+from taskprio.methods import METHODS, Method
 from taskprio.models import MultiLeNet
 from taskprio.nn import make_task_specific
 from taskprio.train import train_classification
+from taskprio.weighting import WEIGHTINGS
 
 EXAMPLES = (
     "Examples: taskprio bench multimnist  ·  taskprio bench multimnist --epochs 2 --quiet  ·  "
-    "taskprio bench multimnist --task-norms --methods sum"
+    "taskprio bench multimnist --shared-norms --methods sum"
 )
 
 Batch = tuple[torch.Tensor, dict[str, torch.Tensor]]
@@ -26,7 +29,7 @@ Batch = tuple[torch.Tensor, dict[str, torch.Tensor]]
 
 def bench(
     benchmark: Annotated[str, typer.Argument(help="The benchmark: multimnist.")] = "multimnist",
-    methods: Annotated[str, typer.Option(help="Comma-separated method names.")] = "sum",
+    methods: Annotated[str, typer.Option(help="Comma-separated method names.")] = "sum,cso",
     weighting: Annotated[str, typer.Option(help="The loss weighting.")] = "equal",
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 5,
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 256,
@@ -34,7 +37,7 @@ def bench(
     seed: Annotated[int, typer.Option(help="Seed of the model and batch order.")] = 0,
     task_norms: Annotated[
         bool, typer.Option("--task-norms/--shared-norms", help="Task-specific BatchNorm trunk.")
-    ] = False,
+    ] = True,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 … or auto.")] = "auto",
     root: Annotated[Path | None, typer.Option(help="Data root (default: ./data).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Only print the final table.")] = False,
@@ -59,7 +62,15 @@ def bench(
     for task in tasks:
         table.add_column(f"{task} acc", justify="right")
     table.add_column("train s", justify="right")
-    for method in [m.strip() for m in methods.split(",") if m.strip()]:
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    try:
+        for name in names:
+            METHODS.get(name)
+        WEIGHTINGS.get(weighting)
+    except KeyError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from None
+    for method in names:
         torch.manual_seed(seed)
         model = MultiLeNet(tasks)
         if task_norms:
@@ -82,7 +93,7 @@ def bench(
             tasks,
             train_batches,
             {"val": eval_batches("val"), "test": eval_batches("test")},
-            method=method,
+            method=create_method(method, epochs=epochs, seed=seed),
             weighting=weighting,
             epochs=epochs,
             lr=lr,
@@ -97,6 +108,22 @@ def bench(
             f"{run.train_time_s:.1f}",
         )
     console.print(table)
+
+
+def create_method(name: str, **run_settings: Any) -> Method:
+    """Build a method, passing each run setting its constructor takes by that name.
+
+    Options are matched by constructor argument name, so a method that needs the epoch budget
+    (CSO) declares an ``epochs`` argument and gets it; no method is special-cased.
+
+    >>> create_method("cso", epochs=3, seed=1).epochs
+    3
+    >>> create_method("sum", epochs=3)
+    Sum()
+    """
+    method_class = METHODS.get(name)
+    accepted = inspect.signature(method_class).parameters
+    return method_class(**{k: v for k, v in run_settings.items() if k in accepted})
 
 
 def resolve_device(device: str) -> torch.device:
