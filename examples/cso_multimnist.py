@@ -49,7 +49,7 @@ def main() -> None:
     with torch.no_grad():
         for task in tasks:
             with taskprio.nn.active_task(model, task):
-                accuracy = (model.forward_task(test.images, task).argmax(1) == test.labels[task])
+                accuracy = model.forward_task(test.images, task).argmax(1) == test.labels[task]
             print(f"test accuracy {task}: {100 * accuracy.float().mean():.2f}%")
 
 
