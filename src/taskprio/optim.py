@@ -5,16 +5,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from taskprio.engine import PerTaskGrads, Strategy, flat_grad_matrix, per_task_grads, unflatten_like
-from taskprio.methods import METHODS, Method
+from taskprio.methods import METHODS, Method, WeightedMethod
 from taskprio.weighting import WEIGHTINGS, Weighting
 
 TaskLossClosure = Callable[[str], Tensor | None]
+ParameterGroups = Literal["shared", "module", "parameter"] | Sequence[Sequence[Tensor]]
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,10 @@ class MultiTaskStep:
         method: a :class:`~taskprio.methods.Method` or its registry key (default ``"sum"``).
         weighting: a :class:`~taskprio.weighting.Weighting` or its registry key
             (default ``"equal"``).
+        parameter_groups: which shared parameters the method combines together: ``"shared"``
+            (default: all of them as one [K, n] matrix), ``"module"`` (per layer),
+            ``"parameter"`` (per tensor), or a list of parameter lists (the rest form one more
+            group).
         strategy: how per-task gradients are formed (see :func:`taskprio.engine.per_task_grads`).
         check_finite: stop with an error naming the task when a loss is NaN or infinite, before
             any parameter changes.
@@ -79,6 +84,7 @@ class MultiTaskStep:
         *,
         method: Method | str = "sum",
         weighting: Weighting | str = "equal",
+        parameter_groups: ParameterGroups = "shared",
         strategy: Strategy = "auto",
         check_finite: bool = True,
     ) -> None:
@@ -89,22 +95,30 @@ class MultiTaskStep:
         self.optimizer = optimizer
         self.method = METHODS.create(method) if isinstance(method, str) else method
         self.weighting = WEIGHTINGS.create(weighting) if isinstance(weighting, str) else weighting
+        if self.method.uses_representation and not isinstance(self.method, WeightedMethod):
+            raise TypeError(f"{self.method} uses representation gradients but has no weights().")
         self.strategy: Strategy = strategy
         self.check_finite = check_finite
         self.params = _optimizer_params(optimizer)
         _check_model_in_optimizer(model, self.params)
+        self.parameter_groups = parameter_groups
+        self._group_of = _group_ids(model, self.params, parameter_groups)
 
     def __call__(
         self,
         losses_or_closure: Mapping[str, Tensor] | TaskLossClosure,
         *,
         epoch: int | None = None,
+        features: Tensor | None = None,
     ) -> StepRecord:
         """Run one step; see the class docstring for the two input forms.
 
         Args:
             losses_or_closure: ``{task: loss}`` or ``task -> loss | None``.
             epoch: the 0-based epoch, for weightings and methods with a schedule.
+            features: the shared representation the losses were computed from (mapping form),
+                for methods that weight tasks from representation gradients (MGDA-UB,
+                Aligned-MTL-UB).
 
         Returns:
             A :class:`StepRecord`.
@@ -116,15 +130,25 @@ class MultiTaskStep:
                     "`task -> loss` (see the class docstring), not a mapping of losses."
                 )
             return self.method.run_step(self, losses_or_closure, epoch=epoch)
+        if self.method.uses_representation:
+            if not isinstance(losses_or_closure, Mapping) or features is None:
+                raise TypeError(
+                    f"{self.method} weights the tasks from the gradients of the shared "
+                    "representation: call the step with the losses of one forward and the "
+                    "representation, `step({task: loss}, features=z)`."
+                )
+            return self._representation_step(losses_or_closure, features, epoch)
+        diagnostics: dict[str, Any]
         if isinstance(losses_or_closure, Mapping):
             losses = self._present_losses(losses_or_closure)
             present = tuple(losses)
             loss_values = self._loss_values(losses)
             weights = self.weighting(loss_values, present, epoch=epoch)
             self.optimizer.zero_grad(set_to_none=True)
-            if self.method.is_linear:
+            grads = None
+            if self.method.is_linear and not self.weighting.needs_grad_norms:
                 torch.autograd.backward(_weighted_sum(losses, weights))
-                diagnostics: dict[str, Any] = {}
+                diagnostics = {}
             else:
                 grads = per_task_grads(losses, self.params, tasks=present, strategy=self.strategy)
                 diagnostics = self.combine_and_write(grads, weights)
@@ -135,6 +159,31 @@ class MultiTaskStep:
             weights = self.weighting(loss_values, present, epoch=epoch)
             diagnostics = self.combine_and_write(grads, weights)
         self.optimizer.step()
+        closure = None if isinstance(losses_or_closure, Mapping) else losses_or_closure
+        self.update_weighting(present, loss_values, epoch=epoch, grads=grads, closure=closure)
+        return self.make_record(present, loss_values, weights, diagnostics=diagnostics)
+
+    def _representation_step(
+        self, losses: Mapping[str, Tensor], features: Tensor, epoch: int | None
+    ) -> StepRecord:
+        present_losses = self._present_losses(losses)
+        present = tuple(present_losses)
+        loss_values = self._loss_values(present_losses)
+        weights = self.weighting(loss_values, present, epoch=epoch)
+        self.optimizer.zero_grad(set_to_none=True)
+        representation = per_task_grads(present_losses, [features], tasks=present)
+        stacked = representation.grads[0]
+        if stacked is None:
+            raise ValueError("No task loss depends on `features`; pass the shared representation.")
+        matrix = stacked.reshape(len(present), -1) * weights.to(stacked.dtype).unsqueeze(1)
+        method = self.method
+        assert isinstance(method, WeightedMethod)  # checked in __init__
+        task_weights = method.weights(matrix, present).to(weights.dtype)
+        # One backward of Σ α_t w_t L_t: the trunk gets J_zᵀ Σ α_t w_t ∇_z L_t, the heads their own.
+        torch.autograd.backward(_weighted_sum(present_losses, task_weights * weights))
+        self.optimizer.step()
+        self.update_weighting(present, loss_values, epoch=epoch, grads=None, closure=None)
+        diagnostics = {"task_weights": task_weights.tolist(), **conflict_statistics(matrix)}
         return self.make_record(present, loss_values, weights, diagnostics=diagnostics)
 
     # The methods below are the building blocks that a method which runs the optimizer itself
@@ -188,6 +237,30 @@ class MultiTaskStep:
         self.method.load_state_dict(state["method"])
         self.weighting.load_state_dict(state["weighting"])
 
+    def update_weighting(
+        self,
+        present: Sequence[str],
+        loss_values: Tensor,
+        *,
+        epoch: int | None,
+        grads: PerTaskGrads | None,
+        closure: TaskLossClosure | None,
+    ) -> None:
+        """Let the weighting learn from the step that just ran (after the optimizer step)."""
+        grad_norms = None
+        if self.weighting.needs_grad_norms and grads is not None:
+            grad_norms = shared_grad_norms(grads)
+        losses_after = None
+        if self.weighting.needs_losses_after_step and closure is not None:
+            with torch.no_grad():
+                after = [closure(task) for task in present]
+            losses_after = torch.stack(
+                [loss.detach().reshape(()) for loss in after if loss is not None]
+            )
+        self.weighting.update(
+            loss_values, present, epoch=epoch, grad_norms=grad_norms, losses_after=losses_after
+        )
+
     def _present_losses(self, losses: Mapping[str, Tensor | None]) -> dict[str, Tensor]:
         unknown = sorted(set(losses) - set(self.tasks))
         if unknown:
@@ -226,13 +299,15 @@ class MultiTaskStep:
         """
         method = self.method if method is None else method
         diagnostics: dict[str, Any] = {}
-        # Parameters reached by the same set of tasks form one block; a block reached by two or
-        # more tasks is shared and goes through the method as one [k, n] matrix.
-        blocks: dict[tuple[bool, ...], list[int]] = {}
+        # Parameters of one group reached by the same set of tasks form one block; a block
+        # reached by two or more tasks is shared and goes through the method as one [k, n]
+        # matrix (the whole shared set by default, or per layer / user group).
+        blocks: dict[tuple[int, tuple[bool, ...]], list[int]] = {}
         for i, g in enumerate(grads.grads):
             if g is not None:
-                blocks.setdefault(tuple(grads.touched[:, i].tolist()), []).append(i)
-        for mask, indices in blocks.items():
+                key = (self._group_of[i], tuple(grads.touched[:, i].tolist()))
+                blocks.setdefault(key, []).append(i)
+        for (_, mask), indices in blocks.items():
             rows = torch.tensor(mask)
             matrix = flat_grad_matrix([grads.grads[i][rows] for i in indices])  # type: ignore[index]
             matrix = matrix * weights[rows].to(matrix.dtype).unsqueeze(1)
@@ -279,6 +354,47 @@ def _weighted_sum(losses: Mapping[str, Tensor], weights: Tensor) -> Tensor:
     for loss, weight in zip(losses.values(), weights, strict=True):
         total = total + weight * loss.reshape(())
     return total
+
+
+def shared_grad_norms(grads: PerTaskGrads) -> Tensor:
+    """‖∇ L_t‖ over the parameters reached by two or more tasks (all of them for K = 1).
+
+    Args:
+        grads: per-task gradients.
+
+    Returns:
+        [K] float norms in the order of ``grads.tasks``.
+    """
+    is_shared = grads.touched.sum(dim=0) > min(1, grads.num_tasks - 1)
+    squares = [
+        g.reshape(grads.num_tasks, -1).pow(2).sum(dim=1)
+        for g, shared in zip(grads.grads, is_shared.tolist(), strict=True)
+        if g is not None and shared
+    ]
+    if not squares:
+        raise ValueError("No parameter is shared by the tasks of this step; no gradient norm.")
+    return torch.stack(squares).sum(dim=0).sqrt()
+
+
+def _group_ids(model: nn.Module, params: Sequence[Tensor], groups: ParameterGroups) -> list[int]:
+    """The group index of every optimized parameter (parameters of one group combine together)."""
+    if groups == "shared":
+        return [0] * len(params)
+    if groups == "parameter":
+        return list(range(len(params)))
+    if groups == "module":
+        owner = {
+            id(p): i for i, m in enumerate(model.modules()) for p in m.parameters(recurse=False)
+        }
+        return [owner.get(id(p), -1) for p in params]
+    if isinstance(groups, str):
+        raise ValueError(
+            f"`parameter_groups` must be 'shared', 'module', 'parameter' or a list of parameter "
+            f"lists; got {groups!r}."
+        )
+    index = {id(p): i for i, group in enumerate(groups) for p in group}
+    # Parameters in no user group are combined together, as one more group.
+    return [index.get(id(p), len(groups)) for p in params]
 
 
 def _optimizer_params(optimizer: torch.optim.Optimizer) -> list[Tensor]:

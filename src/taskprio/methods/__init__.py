@@ -5,8 +5,17 @@
 ['cso', 'sum']
 """
 
-from taskprio.methods._base import METHODS, Method, available, create
+from taskprio.methods._base import METHODS, Method, WeightedMethod, available, create
 from taskprio.methods._cso import CSO, project_on_owners
 from taskprio.methods._sum import Sum
 
-__all__ = ["CSO", "METHODS", "Method", "Sum", "available", "create", "project_on_owners"]
+__all__ = [
+    "CSO",
+    "METHODS",
+    "Method",
+    "Sum",
+    "WeightedMethod",
+    "available",
+    "create",
+    "project_on_owners",
+]

@@ -28,12 +28,17 @@ class Method(nn.Module, ABC):
             a single backward of the weighted loss sum instead of K.
         steps_optimizer: True when the method runs the optimizer itself (e.g. several steps per
             batch); the step API then hands the whole step to :meth:`run_step`.
+        uses_representation: True for the "upper bound" variants (MGDA-UB, Aligned-MTL-UB)
+            that compute task weights from the gradients of the losses with respect to the
+            shared representation; the step then needs ``features=`` and the method must be a
+            :class:`WeightedMethod`.
     """
 
     name: ClassVar[str]
     summary: ClassVar[str]
     is_linear: ClassVar[bool] = False
     steps_optimizer: ClassVar[bool] = False
+    uses_representation: ClassVar[bool] = False
 
     def __call__(self, per_task_grads: Tensor, tasks: Sequence[str] | None = None) -> Tensor:
         """Check the input, then aggregate it.
@@ -76,6 +81,32 @@ class Method(nn.Module, ABC):
 
     def __str__(self) -> str:
         return type(self).__name__
+
+
+class WeightedMethod(Method):
+    """A method whose result is a weighted sum of the rows: ``weights(G) @ G``.
+
+    Subclasses implement :meth:`weights`; :meth:`forward` combines. The last weights are kept
+    for :meth:`diagnostics` (``task_weights``), so the step record shows them.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last_weights: list[float] | None = None
+
+    @abstractmethod
+    def weights(self, per_task_grads: Tensor, tasks: Sequence[str] | None = None) -> Tensor:
+        """[K, n] per-task gradients → [K] weights, on the input's device and dtype."""
+
+    def forward(self, per_task_grads: Tensor, tasks: Sequence[str] | None = None) -> Tensor:
+        """[K, n] → [n] = weights @ per_task_grads."""
+        weights = self.weights(per_task_grads, tasks).to(per_task_grads.dtype)
+        self._last_weights = weights.tolist()
+        return weights @ per_task_grads
+
+    def diagnostics(self) -> dict[str, Any]:
+        """The weights of the last call, by row."""
+        return {} if self._last_weights is None else {"task_weights": self._last_weights}
 
 
 METHODS: Registry[Method] = Registry("method")

@@ -20,10 +20,20 @@ class Weighting(nn.Module, ABC):
     Class attributes:
         name: the registry key.
         summary: one line for ``taskprio methods``.
+        needs_grad_norms: the step passes ``grad_norms`` (the norm of each task's unweighted
+            gradient on the shared parameters) to :meth:`update` (GradNorm).
+        needs_losses_after_step: the step passes ``losses_after`` (the same batch's losses
+            re-evaluated after the optimizer step; closure form only) to :meth:`update` (FAMO).
+
+    Stateful weightings learn in :meth:`update`, called once per step after the optimizer
+    step, with the tasks present in that step only: a task without labels in a step keeps its
+    state. A weighting with learnable parameters owns its own optimizer over them.
     """
 
     name: ClassVar[str]
     summary: ClassVar[str]
+    needs_grad_norms: ClassVar[bool] = False
+    needs_losses_after_step: ClassVar[bool] = False
 
     def __call__(self, losses: Tensor, tasks: Sequence[str], *, epoch: int | None = None) -> Tensor:
         """Check the input, then compute the weights.
@@ -47,6 +57,27 @@ class Weighting(nn.Module, ABC):
     @abstractmethod
     def forward(self, losses: Tensor, tasks: Sequence[str], *, epoch: int | None = None) -> Tensor:
         """[K] losses → [K] weights."""
+
+    def update(
+        self,
+        losses: Tensor,
+        tasks: Sequence[str],
+        *,
+        epoch: int | None = None,
+        grad_norms: Tensor | None = None,
+        losses_after: Tensor | None = None,
+    ) -> None:
+        """Learn from the step that just ran; a no-op for stateless weightings.
+
+        Args:
+            losses: [K] this step's detached losses of the present tasks.
+            tasks: the K present tasks, in the order of ``losses``.
+            epoch: the 0-based epoch.
+            grad_norms: [K] (``needs_grad_norms``) ‖∇ L_t‖ over the shared parameters, or None
+                where the step formed no per-task gradients (CSO's Phase 1).
+            losses_after: [K] (``needs_losses_after_step``) the losses after the step, or None
+                where they could not be re-evaluated (mapping form).
+        """
 
 
 WEIGHTINGS: Registry[Weighting] = Registry("weighting")
