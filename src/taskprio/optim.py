@@ -171,7 +171,9 @@ class MultiTaskStep:
         loss_values = self._loss_values(present_losses)
         weights = self.weighting(loss_values, present, epoch=epoch)
         self.optimizer.zero_grad(set_to_none=True)
-        representation = per_task_grads(present_losses, [features], tasks=present)
+        representation = per_task_grads(
+            present_losses, [features], tasks=present, retain_graph=True
+        )
         stacked = representation.grads[0]
         if stacked is None:
             raise ValueError("No task loss depends on `features`; pass the shared representation.")

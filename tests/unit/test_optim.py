@@ -199,3 +199,171 @@ def test_conflict_statistics_hand_worked():
     )
     assert stats["conflicting_pairs"] == 1.0
     assert stats["min_cosine"] == pytest.approx(-(0.5**0.5), abs=1e-12)
+
+
+class RecordingMethod(Method):
+    """Sums the rows and remembers the shape of every matrix it was given."""
+
+    name = "recording"
+    summary = "test only"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, int]] = []
+
+    def forward(self, per_task_grads: Tensor, tasks: Sequence[str] | None = None) -> Tensor:
+        self.shapes.append(tuple(per_task_grads.shape))
+        return per_task_grads.sum(dim=0)
+
+
+def _trunk_sizes(model: nn.Module) -> list[int]:
+    return [p.numel() for p in model["trunk"].parameters()]
+
+
+@pytest.mark.parametrize("groups", ["shared", "module", "parameter", "user"])
+def test_parameter_groups_split_the_shared_block(groups):
+    model = _net()
+    method = RecordingMethod()
+    trunk = list(model["trunk"].parameters())
+    parameter_groups = [trunk[:2]] if groups == "user" else groups
+    step = taskprio.MultiTaskStep(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        TASKS,
+        method=method,
+        parameter_groups=parameter_groups,
+    )
+    x, y = _data()
+    step(_losses(model, x, y))
+    sizes = _trunk_sizes(model)  # Linear weight 15, bias 5; BatchNorm weight 5, bias 5
+    expected = {
+        "shared": [sum(sizes)],
+        "module": [sizes[0] + sizes[1], sizes[2] + sizes[3]],
+        "parameter": sizes,
+        "user": [sizes[0] + sizes[1], sizes[2] + sizes[3]],
+    }[groups]
+    assert sorted(n for _, n in method.shapes) == sorted(expected)
+    assert all(k == 2 for k, _ in method.shapes)
+
+
+def test_unknown_parameter_groups_is_an_error():
+    model = _net()
+    with pytest.raises(ValueError, match="parameter_groups"):
+        taskprio.MultiTaskStep(
+            model, torch.optim.SGD(model.parameters(), lr=0.1), TASKS, parameter_groups="layers"
+        )
+
+
+class FixedRepresentationWeights(taskprio.methods.WeightedMethod):
+    """Weights (0.25, 0.75) whatever the matrix; uses representation gradients."""
+
+    name = "fixed_rep"
+    summary = "test only"
+    uses_representation = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[Tensor] = []
+
+    def weights(self, per_task_grads: Tensor, tasks: Sequence[str] | None = None) -> Tensor:
+        self.seen.append(per_task_grads.clone())
+        return per_task_grads.new_tensor([0.25, 0.75])
+
+
+def test_representation_step_backpropagates_the_weighted_losses():
+    model = _net()
+    reference = copy.deepcopy(model)
+    method = FixedRepresentationWeights()
+    step = taskprio.MultiTaskStep(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        TASKS,
+        method=method,
+        weighting=taskprio.weighting.Manual(weights={"a": 2.0, "b": 1.0}),
+    )
+    x, y = _data()
+    features = model["trunk"](x)
+    losses = {
+        "a": ((model["a"](features).squeeze(1) - y[:, 0]) ** 2).mean(),
+        "b": (model["b"](features).squeeze(1) - y[:, 1]).abs().mean(),
+    }
+    expected_rep = torch.stack(
+        [
+            2.0 * torch.autograd.grad(losses["a"], features, retain_graph=True)[0].reshape(-1),
+            1.0 * torch.autograd.grad(losses["b"], features, retain_graph=True)[0].reshape(-1),
+        ]
+    )
+    record = step(losses, features=features)
+    torch.testing.assert_close(method.seen[0], expected_rep)
+    assert record.diagnostics["task_weights"] == [0.25, 0.75]
+    ref_losses = _losses(reference, x, y)
+    total = 0.25 * 2.0 * ref_losses["a"] + 0.75 * 1.0 * ref_losses["b"]
+    grads = torch.autograd.grad(total, list(reference.parameters()))
+    for p, p0, g in zip(model.parameters(), reference.parameters(), grads, strict=True):
+        torch.testing.assert_close(p.detach(), p0.detach() - 0.1 * g, rtol=1e-12, atol=1e-14)
+    with pytest.raises(TypeError, match="features=z"):
+        step(_losses(model, x, y))
+
+
+class SpyWeighting(taskprio.weighting.Weighting):
+    """Equal weights; records what `update` receives."""
+
+    name = "spy"
+    summary = "test only"
+    needs_grad_norms = True
+    needs_losses_after_step = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.updates: list[dict] = []
+
+    def forward(self, losses, tasks, *, epoch=None):
+        return losses.new_ones(losses.shape)
+
+    def update(self, losses, tasks, *, epoch=None, grad_norms=None, losses_after=None):
+        self.updates.append(
+            {"losses": losses, "tasks": tuple(tasks), "norms": grad_norms, "after": losses_after}
+        )
+
+
+@pytest.mark.parametrize("form", ["mapping", "closure"])
+def test_weighting_update_gets_norms_and_losses_after(form):
+    model = _net()
+    reference = copy.deepcopy(model)
+    spy = SpyWeighting()
+    step = taskprio.MultiTaskStep(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), TASKS, weighting=spy
+    )
+    x, y = _data()
+    if form == "mapping":
+        step(_losses(model, x, y))
+    else:
+        step(lambda task: _losses(model, x, y)[task])
+    (update,) = spy.updates
+    assert update["tasks"] == TASKS
+    ref_losses = _losses(reference, x, y)
+    expected_norms = []
+    for task in TASKS:
+        grads = torch.autograd.grad(
+            ref_losses[task], list(reference["trunk"].parameters()), retain_graph=True
+        )
+        expected_norms.append(torch.sqrt(sum(g.pow(2).sum() for g in grads)))
+    torch.testing.assert_close(update["norms"], torch.stack(expected_norms))
+    if form == "mapping":
+        assert update["after"] is None
+    else:
+        with torch.no_grad():
+            after = _losses(model, x, y)
+        torch.testing.assert_close(update["after"], torch.stack([after[t] for t in TASKS]))
+
+
+def test_weighting_update_sees_only_present_tasks():
+    model = _net()
+    spy = SpyWeighting()
+    step = taskprio.MultiTaskStep(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), TASKS, weighting=spy
+    )
+    x, y = _data()
+    step({"b": _losses(model, x, y)["b"]})
+    assert spy.updates[0]["tasks"] == ("b",)
+    assert spy.updates[0]["losses"].shape == (1,)

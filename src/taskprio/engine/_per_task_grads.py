@@ -72,6 +72,7 @@ def per_task_grads(
     *,
     tasks: Sequence[str] | None = None,
     strategy: Strategy = "auto",
+    retain_graph: bool = False,
 ) -> PerTaskGrads:
     """Compute every task's gradient with respect to ``params``.
 
@@ -88,6 +89,8 @@ def per_task_grads(
             ``"vmap"`` runs one batched backward (``is_grads_batched``) over the stacked losses of
             a single shared graph (mapping form only); ``"auto"`` picks ``"loop"``, which is the
             faster one for convolutional trunks on CPU.
+        retain_graph: keep the graph of a mapping's losses after the last task, for a later
+            backward through the same forward.
 
     Returns:
         :class:`PerTaskGrads`: per parameter a [K, *shape] tensor and which tasks reached it.
@@ -109,8 +112,10 @@ def per_task_grads(
         task_order = _mapping_tasks(losses_or_closure, tasks)
         losses = [_check_loss(losses_or_closure[t], t) for t in task_order]
         if strategy == "vmap":
-            return _vmap_grads(task_order, losses, params)
-        return _loop_grads(task_order, lambda k: losses[k], params, retain_graph=True)
+            return _vmap_grads(task_order, losses, params, retain_graph=retain_graph)
+        return _loop_grads(
+            task_order, lambda k: losses[k], params, retain_graph=True, keep_last=retain_graph
+        )
     if not callable(losses_or_closure):
         raise TypeError(
             "`losses_or_closure` must be a mapping task -> loss or a callable task -> loss; "
@@ -177,6 +182,7 @@ def _loop_grads(
     params: list[Tensor],
     *,
     retain_graph: bool,
+    keep_last: bool = False,
 ) -> PerTaskGrads:
     num_tasks = len(tasks)
     present: list[str] = []
@@ -191,7 +197,10 @@ def _loop_grads(
         # The graph of a shared forward is kept only until the last task has used it.
         task_rows.append(
             torch.autograd.grad(
-                loss, params, retain_graph=retain_graph and k < num_tasks - 1, allow_unused=True
+                loss,
+                params,
+                retain_graph=retain_graph and (keep_last or k < num_tasks - 1),
+                allow_unused=True,
             )
         )
     if not present:
@@ -200,12 +209,19 @@ def _loop_grads(
     return _assemble(tuple(present), torch.stack(loss_values), params, rows)
 
 
-def _vmap_grads(tasks: tuple[str, ...], losses: list[Tensor], params: list[Tensor]) -> PerTaskGrads:
+def _vmap_grads(
+    tasks: tuple[str, ...], losses: list[Tensor], params: list[Tensor], *, retain_graph: bool
+) -> PerTaskGrads:
     num_tasks = len(tasks)
     stacked = torch.stack(losses)  # [K]; one shared graph, so one batched backward is K-fold work
     grad_outputs = torch.eye(num_tasks, dtype=stacked.dtype, device=stacked.device)
     batched = torch.autograd.grad(
-        stacked, params, grad_outputs, is_grads_batched=True, allow_unused=True
+        stacked,
+        params,
+        grad_outputs,
+        retain_graph=retain_graph,
+        is_grads_batched=True,
+        allow_unused=True,
     )
     # A batched backward returns zeros for a task whose loss does not reach a parameter another
     # task reaches, so reachability is read off the graph instead.

@@ -6,26 +6,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-
-def _check_tasks(tasks: Sequence[str]) -> tuple[str, ...]:
-    """Validate task names: at least one, unique, usable as ``nn.ModuleDict`` keys."""
-    if isinstance(tasks, str):
-        raise TypeError(
-            f"`tasks` must be a sequence of task names, but got the string {tasks!r}. "
-            f"Wrap it: tasks=({tasks!r},)."
-        )
-    names = tuple(tasks)
-    if not names:
-        raise ValueError("`tasks` must name at least one task; got an empty sequence.")
-    if len(set(names)) != len(names):
-        raise ValueError(f"`tasks` must be unique; got {list(names)}.")
-    bad = [name for name in names if not isinstance(name, str) or not name or "." in name]
-    if bad:
-        raise ValueError(
-            f"Task names must be non-empty strings without '.' (they key an nn.ModuleDict); "
-            f"got {bad}."
-        )
-    return names
+from taskprio.nn._task_norm import check_tasks
 
 
 class MultiLeNet(nn.Module):
@@ -53,7 +34,7 @@ class MultiLeNet(nn.Module):
 
     def __init__(self, tasks: Sequence[str] = ("left", "right"), *, num_classes: int = 10) -> None:
         super().__init__()
-        self.tasks = _check_tasks(tasks)
+        self.tasks = check_tasks(tasks)
         if num_classes < 2:
             raise ValueError(f"`num_classes` must be at least 2, but got {num_classes}.")
         self.num_classes = num_classes

@@ -158,6 +158,16 @@ def test_loss_graph_is_released_after_the_last_task():
         losses["b"].backward()
 
 
+@pytest.mark.parametrize("strategy", ["loop", "vmap"])
+def test_retain_graph_keeps_the_forward_for_a_later_backward(strategy):
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    shared = torch.exp(w)
+    losses = {"a": shared.sum(), "b": (shared * 2).sum()}
+    per_task_grads(losses, [w], strategy=strategy, retain_graph=True)
+    losses["b"].backward()
+    torch.testing.assert_close(w.grad, 2 * torch.exp(w.detach()))
+
+
 def test_representation_gradients_of_a_non_leaf_tensor():
     w = torch.tensor([1.0, 2.0], requires_grad=True)
     features = w * 3  # a shared representation, not a leaf

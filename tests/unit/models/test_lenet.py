@@ -73,9 +73,9 @@ def test_unknown_task_is_refused():
     ("tasks", "error", "match"),
     [
         ((), ValueError, "at least one"),
-        (("a", "a"), ValueError, "unique"),
+        (("a", "a"), ValueError, "each task once"),
         (("a.b",), ValueError, "without '.'"),
-        ("left", TypeError, "Wrap it"),
+        ("left", ValueError, "not a string"),
     ],
 )
 def test_bad_tasks_are_refused(tasks, error, match):
