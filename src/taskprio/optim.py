@@ -116,9 +116,10 @@ class MultiTaskStep:
         Args:
             losses_or_closure: ``{task: loss}`` or ``task -> loss | None``.
             epoch: the 0-based epoch, for weightings and methods with a schedule.
-            features: the shared representation the losses were computed from (mapping form),
-                for methods that weight tasks from representation gradients (MGDA-UB,
-                Aligned-MTL-UB).
+            features: the shared representation the losses were computed from (mapping form).
+                Methods that weight tasks from representation gradients (MGDA-UB,
+                Aligned-MTL-UB) need it; for the others it is optional and makes the per-task
+                gradients cheaper (one batched backward through the trunk).
 
         Returns:
             A :class:`StepRecord`.
@@ -150,7 +151,9 @@ class MultiTaskStep:
                 torch.autograd.backward(_weighted_sum(losses, weights))
                 diagnostics = {}
             else:
-                grads = per_task_grads(losses, self.params, tasks=present, strategy=self.strategy)
+                grads = per_task_grads(
+                    losses, self.params, tasks=present, strategy=self.strategy, features=features
+                )
                 diagnostics = self.combine_and_write(grads, weights)
         else:
             self.optimizer.zero_grad(set_to_none=True)
@@ -305,21 +308,31 @@ class MultiTaskStep:
         # reached by two or more tasks is shared and goes through the method as one [k, n]
         # matrix (the whole shared set by default, or per layer / user group).
         blocks: dict[tuple[int, tuple[bool, ...]], list[int]] = {}
+        columns = grads.touched.T.tolist()  # [P][K]
         for i, g in enumerate(grads.grads):
-            if g is not None:
-                key = (self._group_of[i], tuple(grads.touched[:, i].tolist()))
-                blocks.setdefault(key, []).append(i)
-        for (_, mask), indices in blocks.items():
-            rows = torch.tensor(mask)
-            matrix = flat_grad_matrix([grads.grads[i][rows] for i in indices])  # type: ignore[index]
-            matrix = matrix * weights[rows].to(matrix.dtype).unsqueeze(1)
-            block_tasks = [t for t, m in zip(grads.tasks, mask, strict=True) if m]
-            if len(block_tasks) > 1:
-                combined = method(matrix, block_tasks)
-                diagnostics.update(method.diagnostics())
-                diagnostics.update(conflict_statistics(matrix))
+            if g is None:
+                continue
+            mask = tuple(columns[i])
+            if sum(mask) == 1:  # task-specific: its own weighted gradient, no method involved
+                k = mask.index(True)
+                self.params[i].grad = g[k] * weights[k].to(g.dtype)
             else:
-                combined = matrix[0]
+                blocks.setdefault((self._group_of[i], mask), []).append(i)
+        for (_, mask), indices in blocks.items():
+            every_task = all(mask)
+            rows = None if every_task else torch.tensor(mask)
+            pieces = []
+            for i in indices:
+                g = grads.grads[i]
+                assert g is not None  # blocks hold only reached parameters
+                pieces.append(g if rows is None else g[rows])
+            matrix = flat_grad_matrix(pieces)
+            block_weights = weights if every_task else weights[rows]
+            matrix = matrix * block_weights.to(matrix.dtype).unsqueeze(1)
+            block_tasks = [t for t, m in zip(grads.tasks, mask, strict=True) if m]
+            combined = method(matrix, block_tasks)
+            diagnostics.update(method.diagnostics())
+            diagnostics.update(conflict_statistics(matrix))
             for i, grad in zip(
                 indices, unflatten_like(combined, [self.params[i] for i in indices]), strict=True
             ):

@@ -73,6 +73,7 @@ def per_task_grads(
     tasks: Sequence[str] | None = None,
     strategy: Strategy = "auto",
     retain_graph: bool = False,
+    features: Tensor | None = None,
 ) -> PerTaskGrads:
     """Compute every task's gradient with respect to ``params``.
 
@@ -91,6 +92,11 @@ def per_task_grads(
             faster one for convolutional trunks on CPU.
         retain_graph: keep the graph of a mapping's losses after the last task, for a later
             backward through the same forward.
+        features: the shared representation all losses of the mapping were computed from. The
+            K backward passes then stop at it (heads only), and one batched backward carries
+            the K representation gradients through the trunk, as torchjd's ``mtl_backward``.
+            Used only when every trunk parameter reaches the losses through ``features``
+            alone; otherwise the ``strategy`` applies.
 
     Returns:
         :class:`PerTaskGrads`: per parameter a [K, *shape] tensor and which tasks reached it.
@@ -111,6 +117,10 @@ def per_task_grads(
     if isinstance(losses_or_closure, Mapping):
         task_order = _mapping_tasks(losses_or_closure, tasks)
         losses = [_check_loss(losses_or_closure[t], t) for t in task_order]
+        if features is not None:
+            through = _through_features(task_order, losses, params, features, retain_graph)
+            if through is not None:
+                return through
         if strategy == "vmap":
             return _vmap_grads(task_order, losses, params, retain_graph=retain_graph)
         return _loop_grads(
@@ -232,16 +242,64 @@ def _vmap_grads(
     return _assemble(tasks, stacked.detach(), params, rows)
 
 
+def _through_features(
+    tasks: tuple[str, ...],
+    losses: list[Tensor],
+    params: list[Tensor],
+    features: Tensor,
+    retain_graph: bool,
+) -> PerTaskGrads | None:
+    """Per-task gradients via the representation; None when a trunk parameter bypasses it."""
+    if features.grad_fn is None:
+        return None
+    in_trunk = _Reach(features)
+    trunk = [i for i, p in enumerate(params) if p in in_trunk]
+    rest = [i for i, p in enumerate(params) if p not in in_trunk]
+    if not trunk:
+        return None
+    for loss in losses:
+        beside = _Reach(loss, stop_at=features)
+        if any(params[i] in beside for i in trunk):
+            return None  # e.g. tied weights: a trunk parameter also used by a head
+    num_tasks = len(tasks)
+    rows: list[list[Tensor | None]] = [[None] * num_tasks for _ in params]
+    feature_grads: list[Tensor | None] = []
+    for k, loss in enumerate(losses):
+        grads = torch.autograd.grad(
+            loss, [features] + [params[i] for i in rest], retain_graph=True, allow_unused=True
+        )
+        feature_grads.append(grads[0])
+        for i, g in zip(rest, grads[1:], strict=True):
+            rows[i][k] = g
+    reached = [g is not None for g in feature_grads]
+    if any(reached):
+        zero = features.new_zeros(features.shape)
+        stacked = torch.stack([zero if g is None else g for g in feature_grads])  # [K, *z]
+        batched = torch.autograd.grad(
+            features,
+            [params[i] for i in trunk],
+            stacked,
+            retain_graph=retain_graph,
+            is_grads_batched=True,
+            allow_unused=True,
+        )
+        for i, g in zip(trunk, batched, strict=True):
+            if g is not None:
+                rows[i] = [g[k] if reached[k] else None for k in range(num_tasks)]
+    return _assemble(tasks, torch.stack([loss.detach() for loss in losses]), params, rows)
+
+
 class _Reach:
     """What one loss's autograd graph reaches, compared by identity (``==`` is elementwise)."""
 
-    def __init__(self, loss: Tensor) -> None:
+    def __init__(self, loss: Tensor, *, stop_at: Tensor | None = None) -> None:
         self._leaf_ids: set[int] = set()
         self._node_ids: set[int] = set()
+        stop_id = None if stop_at is None else id(stop_at.grad_fn)
         stack = [loss.grad_fn]
         while stack:
             node = stack.pop()
-            if node is None or id(node) in self._node_ids:
+            if node is None or id(node) in self._node_ids or id(node) == stop_id:
                 continue
             self._node_ids.add(id(node))
             variable = getattr(node, "variable", None)  # AccumulateGrad nodes hold the leaf
@@ -262,19 +320,17 @@ def _assemble(
     params: list[Tensor],
     rows: list[list[Tensor | None]],
 ) -> PerTaskGrads:
-    num_tasks = len(tasks)
-    touched = torch.zeros(num_tasks, len(params), dtype=torch.bool)
     grads: list[Tensor | None] = []
-    for i, (p, param_rows) in enumerate(zip(params, rows, strict=True)):
-        if all(g is None for g in param_rows):
+    columns: list[list[bool]] = []
+    for p, param_rows in zip(params, rows, strict=True):
+        reached = [g is not None for g in param_rows]
+        columns.append(reached)
+        if not any(reached):
             grads.append(None)
             continue
-        stacked = p.new_zeros((num_tasks, *p.shape))
-        for k, g in enumerate(param_rows):
-            if g is not None:
-                stacked[k] = g
-                touched[k, i] = True
-        grads.append(stacked)
+        zero = None if all(reached) else p.new_zeros(p.shape)
+        grads.append(torch.stack([zero if g is None else g for g in param_rows]))  # type: ignore[misc]
+    touched = torch.tensor(columns, dtype=torch.bool).reshape(len(params), len(tasks)).T
     return PerTaskGrads(tasks=tasks, losses=losses, grads=tuple(grads), touched=touched)
 
 

@@ -117,6 +117,37 @@ def test_loop_and_vmap_agree_in_float64():
             torch.testing.assert_close(g_loop, g_vmap, rtol=1e-12, atol=1e-14)
 
 
+def test_features_path_equals_the_loop_in_float64():
+    torch.manual_seed(7)
+    model = SharedNormNet().double()
+    x, y = _inputs(8)
+    params = list(model.parameters())
+    loop = per_task_grads(model.losses(x, y), params, strategy="loop")
+    features = model.trunk(x)
+    out = {t: model.heads[t](features).squeeze(1) for t in TASKS}
+    losses = {
+        "a": ((model.only_a * out["a"] - y[:, 0]) ** 2).mean(),
+        "b": (out["b"] - y[:, 1]).abs().mean(),
+        "c": torch.nn.functional.softplus(out["c"] * y[:, 2]).mean(),
+    }
+    through = per_task_grads(losses, params, features=features)
+    assert torch.equal(loop.touched, through.touched)
+    for g_loop, g_through in zip(loop.grads, through.grads, strict=True):
+        assert (g_loop is None) == (g_through is None)
+        if g_loop is not None:
+            torch.testing.assert_close(g_loop, g_through, rtol=1e-12, atol=1e-14)
+
+
+def test_features_path_falls_back_when_a_trunk_weight_is_also_used_by_a_head():
+    w = torch.tensor([[1.0, -2.0], [0.5, 1.5]], dtype=torch.float64, requires_grad=True)
+    x = torch.tensor([[1.0, 2.0]], dtype=torch.float64)
+    features = x @ w  # trunk
+    losses = {"a": (features @ w).sum(), "b": features.pow(2).sum()}  # "a" reuses w (tied)
+    expected = [torch.autograd.grad(loss, w, retain_graph=True)[0] for loss in losses.values()]
+    result = per_task_grads(losses, [w], features=features)
+    torch.testing.assert_close(result.grads[0], torch.stack(expected))
+
+
 def test_closure_form_with_task_norms_matches_finite_differences():
     torch.manual_seed(5)
     model = TaskNormNet().double()
