@@ -262,7 +262,7 @@ def _through_features(
         if any(params[i] in beside for i in trunk):
             return None  # e.g. tied weights: a trunk parameter also used by a head
     num_tasks = len(tasks)
-    rows: list[list[Tensor | None]] = [[None] * num_tasks for _ in params]
+    rows: list[list[Tensor | None] | Tensor] = [[None] * num_tasks for _ in params]
     feature_grads: list[Tensor | None] = []
     for k, loss in enumerate(losses):
         grads = torch.autograd.grad(
@@ -285,7 +285,10 @@ def _through_features(
         )
         for i, g in zip(trunk, batched, strict=True):
             if g is not None:
-                rows[i] = [g[k] if reached[k] else None for k in range(num_tasks)]
+                # Already [K, *shape]: kept whole (rows of unreached tasks are zero).
+                rows[i] = (
+                    g if all(reached) else [g[k] if reached[k] else None for k in range(num_tasks)]
+                )
     return _assemble(tasks, torch.stack([loss.detach() for loss in losses]), params, rows)
 
 
@@ -318,11 +321,19 @@ def _assemble(
     tasks: tuple[str, ...],
     losses: Tensor,
     params: list[Tensor],
-    rows: list[list[Tensor | None]],
+    rows: Sequence[list[Tensor | None] | Tensor],
 ) -> PerTaskGrads:
+    """Stack each parameter's rows into [K, *shape].
+
+    A ready [K, *shape] tensor in place of a parameter's rows means every task reached it.
+    """
     grads: list[Tensor | None] = []
     columns: list[list[bool]] = []
     for p, param_rows in zip(params, rows, strict=True):
+        if isinstance(param_rows, Tensor):
+            columns.append([True] * len(tasks))
+            grads.append(param_rows)
+            continue
         reached = [g is not None for g in param_rows]
         columns.append(reached)
         if not any(reached):
