@@ -5,8 +5,8 @@ The one object most users need is :class:`MultiTaskStep`; task-specific normaliz
 loss weightings in :mod:`taskprio.methods` and :mod:`taskprio.weighting`.
 
 >>> import taskprio
->>> taskprio.methods.available()
-['cso', 'sum']
+>>> "pcgrad" in taskprio.methods.available()
+True
 """
 
 from taskprio import data, engine, methods, models, nn, priority, weighting
