@@ -163,7 +163,7 @@ class MultiTaskStep:
             diagnostics = self.combine_and_write(grads, weights)
         self.optimizer.step()
         closure = None if isinstance(losses_or_closure, Mapping) else losses_or_closure
-        self.update_weighting(present, loss_values, epoch=epoch, grads=grads, closure=closure)
+        self.after_step(present, loss_values, epoch=epoch, grads=grads, closure=closure)
         return self.make_record(present, loss_values, weights, diagnostics=diagnostics)
 
     def _representation_step(
@@ -187,7 +187,7 @@ class MultiTaskStep:
         # One backward of Σ α_t w_t L_t: the trunk gets J_zᵀ Σ α_t w_t ∇_z L_t, the heads their own.
         torch.autograd.backward(_weighted_sum(present_losses, task_weights * weights))
         self.optimizer.step()
-        self.update_weighting(present, loss_values, epoch=epoch, grads=None, closure=None)
+        self.after_step(present, loss_values, epoch=epoch, grads=None, closure=None)
         diagnostics = {"task_weights": task_weights.tolist(), **conflict_statistics(matrix)}
         return self.make_record(present, loss_values, weights, diagnostics=diagnostics)
 
@@ -242,7 +242,7 @@ class MultiTaskStep:
         self.method.load_state_dict(state["method"])
         self.weighting.load_state_dict(state["weighting"])
 
-    def update_weighting(
+    def after_step(
         self,
         present: Sequence[str],
         loss_values: Tensor,
@@ -251,7 +251,11 @@ class MultiTaskStep:
         grads: PerTaskGrads | None,
         closure: TaskLossClosure | None,
     ) -> None:
-        """Let the weighting learn from the step that just ran (after the optimizer step)."""
+        """Let the method and the weighting learn from the step that just ran.
+
+        Called after the optimizer step with the present tasks' detached losses; gives the
+        weighting the gradient norms and post-step losses it asks for.
+        """
         grad_norms = None
         if self.weighting.needs_grad_norms and grads is not None:
             grad_norms = shared_grad_norms(grads)
@@ -262,6 +266,7 @@ class MultiTaskStep:
             losses_after = torch.stack(
                 [loss.detach().reshape(()) for loss in after if loss is not None]
             )
+        self.method.update(loss_values, present, epoch=epoch)
         self.weighting.update(
             loss_values, present, epoch=epoch, grad_norms=grad_norms, losses_after=losses_after
         )

@@ -367,3 +367,39 @@ def test_weighting_update_sees_only_present_tasks():
     step({"b": _losses(model, x, y)["b"]})
     assert spy.updates[0]["tasks"] == ("b",)
     assert spy.updates[0]["losses"].shape == (1,)
+
+
+def test_method_update_is_driven_after_each_step():
+    class Learning(SumByRows):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[tuple[tuple[str, ...], int | None]] = []
+
+        def update(self, losses, tasks, *, epoch=None):
+            self.seen.append((tuple(tasks), epoch))
+
+    model = _net()
+    method = Learning()
+    step = taskprio.MultiTaskStep(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), TASKS, method=method
+    )
+    x, y = _data()
+    step(_losses(model, x, y), epoch=3)
+    step({"a": _losses(model, x, y)["a"]}, epoch=4)
+    assert method.seen == [(TASKS, 3), (("a",), 4)]
+
+
+def test_wpcgrad_loss_priorities_learn_through_the_step():
+    model = _net()
+    method = taskprio.methods.create("wpcgrad", source="loss_power")
+    step = taskprio.MultiTaskStep(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), TASKS, method=method
+    )
+    x, y = _data()
+    uniform = method.probabilities(TASKS, 2)
+    for epoch in range(3):
+        record = step(_losses(model, x, y), epoch=epoch)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert "task_weights" in record.diagnostics
+    # The two tasks' losses differ, so the learned priorities are no longer uniform.
+    assert not torch.allclose(method.probabilities(TASKS, 2), uniform)

@@ -16,9 +16,11 @@ from taskprio.methods._gradvac import GradVac
 from taskprio.methods._imtl_g import IMTLG
 from taskprio.methods._mean import Mean
 from taskprio.methods._mgda import MGDA, MGDAUB
+from taskprio.methods._nash_mtl import NashMTL
 from taskprio.methods._pcgrad import PCGrad
 from taskprio.methods._sum import Sum
 from taskprio.methods._upgrad import UPGrad
+from taskprio.methods._wpcgrad import WeightedPCGrad
 
 __all__ = [
     "CSO",
@@ -35,10 +37,12 @@ __all__ = [
     "GradVac",
     "Mean",
     "Method",
+    "NashMTL",
     "PCGrad",
     "Sum",
     "UPGrad",
     "WeightedMethod",
+    "WeightedPCGrad",
     "available",
     "create",
     "project_on_owners",

@@ -75,6 +75,13 @@ class Method(nn.Module, ABC):
         """Run a whole step (only for methods with ``steps_optimizer``)."""
         raise NotImplementedError(f"{self} combines gradients; it does not run steps itself.")
 
+    def update(self, losses: Tensor, tasks: Sequence[str], *, epoch: int | None = None) -> None:
+        """Learn from a finished step's losses (present tasks only); a no-op by default.
+
+        Called by the step API after the optimizer step, like :meth:`Weighting.update`, so a
+        loss statistic (e.g. wPCGrad's loss-based priorities) takes effect from the next step.
+        """
+
     def diagnostics(self) -> dict[str, Any]:
         """Numbers about the last call worth logging (e.g. projections made); none by default."""
         return {}

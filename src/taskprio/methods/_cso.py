@@ -281,7 +281,7 @@ class CSO(Method):
         else:
             diagnostics = self._project_and_write(step, grads.tasks, grads, weights)
         step.optimizer.step()
-        step.update_weighting(grads.tasks, grads.losses, epoch=epoch, grads=grads, closure=closure)
+        step.after_step(grads.tasks, grads.losses, epoch=epoch, grads=grads, closure=closure)
         return step.make_record(
             grads.tasks, grads.losses, weights, phase="phase2", diagnostics=diagnostics
         )
