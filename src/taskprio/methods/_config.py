@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -18,8 +19,9 @@ class ConFIG(Method):
 
     With uᵢ = gᵢ/‖gᵢ‖, the direction is û = normalize(U⁺ p) (U⁺ the pseudo-inverse of the
     matrix of unit rows, p the preference, ones by default), so that uᵢᵀû ∝ pᵢ; the update
-    is (Σᵢ gᵢᵀû) û (Equation 2 of Liu, Chu & Thuerey, arXiv 2408.11104). torchjd's
-    ``ConFIG``, called as is; zero rows have no direction and are left out of U.
+    is (Σᵢ gᵢᵀû) û (Equation 2 of Liu, Chu & Thuerey, arXiv 2408.11104). The same result as
+    torchjd's ``ConFIG`` (tested), computed through the K×K Gramian of the unit rows; zero
+    rows have no direction and count as zero rows of U.
 
     Conventions: the length is the *sum* of the projections (the official code and torchjd),
     so for parallel rows ConFIG is the sum.
@@ -44,14 +46,23 @@ class ConFIG(Method):
 
     def forward(self, per_task_grads: Tensor, tasks: Sequence[str] | None = None) -> Tensor:
         """[K, n] → [n] ConFIG's direction."""
-        # Imported here: torchjd imports its optional solvers (cvxpy, scipy) when installed.
-        from torchjd.aggregation import ConFIG as TorchJDConFIG
-
         # torch.linalg has no half-precision kernels: at least float32.
         matrix = per_task_grads.to(torch.promote_types(per_task_grads.dtype, torch.float32))
         preference = preference_weights(self.pref_vector, matrix, 1.0)
-        result: Tensor = TorchJDConFIG(pref_vector=preference)(matrix)
-        return result.to(per_task_grads.dtype)
+        units = torch.nan_to_num(matrix / matrix.norm(dim=1, keepdim=True), 0.0)  # [K, n]
+        # U⁺ p = Uᵀ (U Uᵀ)⁺ p: a K×K pseudo-inverse instead of torchjd's SVD of the K×n
+        # matrix, which dominates the step for wide layers. pinv(U) drops singular values
+        # below max(K, n)·eps·σ_max, i.e. eigenvalues of U Uᵀ below (max(K, n)·eps)²·λ_max; but
+        # forming U Uᵀ leaves its null eigenvalues at rounding level (≈ √n·eps·λ_max), so the
+        # cutoff is the larger of the two.
+        gramian = units @ units.T  # [K, K]
+        eps = torch.finfo(matrix.dtype).eps
+        cutoff = max((max(matrix.shape) * eps) ** 2, math.sqrt(matrix.shape[1]) * eps)
+        coefficients = torch.linalg.pinv(gramian, rtol=cutoff, hermitian=True) @ preference
+        best_direction = coefficients @ units
+        unit_target = torch.nn.functional.normalize(best_direction, dim=0)
+        length = torch.sum(matrix @ unit_target)
+        return (length * unit_target).to(per_task_grads.dtype)
 
     def extra_repr(self) -> str:
         """The options."""

@@ -30,7 +30,8 @@ def reference_config(matrix: Tensor, preference: Tensor) -> Tensor:
 
 @pytest.mark.parametrize("matrix", random_matrices(), ids=lambda m: f"{m.shape[0]}x{m.shape[1]}")
 def test_matches_torchjd(matrix):
-    assert_close(ConFIG()(matrix), TorchJDConFIG()(matrix), rtol=1e-14, atol=1e-14)
+    # Through the Gramian the error grows with cond(U)²: 1.3e-13 observed on the square 7×7.
+    assert_close(ConFIG()(matrix), TorchJDConFIG()(matrix), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize(
