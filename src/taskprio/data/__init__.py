@@ -12,23 +12,85 @@ are built from live in ``<data_root>/sources``. Nothing is downloaded at run tim
 [(3, 1, 28, 28), (1, 1, 28, 28)]
 """
 
+from taskprio.data._benchmark import (
+    BENCHMARKS,
+    Benchmark,
+    TaskSpec,
+    available_benchmarks,
+    binary_task,
+    classification_task,
+    evaluate,
+    get_benchmark,
+    masked_binary_cross_entropy,
+    masked_cross_entropy,
+    masked_mse,
+    regression_task,
+)
+from taskprio.data._celeba import CelebA
+from taskprio.data._cityscapes import Cityscapes
+from taskprio.data._dense import IGNORE_INDEX
+from taskprio.data._fashion import (
+    build_fashion_mnist,
+    build_multi_fashion,
+    load_fashion_mnist,
+    load_multi_fashion,
+    read_fashion_mnist,
+)
 from taskprio.data._multi_mnist import (
     MultiMNIST,
-    Split,
     build_multi_mnist,
-    iterate_batches,
     load_multi_mnist,
     read_mnist_digits,
 )
+from taskprio.data._nyuv2 import NYUv2
+from taskprio.data._pascal_context import PASCALContext
 from taskprio.data._paths import data_root, sources_dir
+from taskprio.data._qm9 import build_qm9, load_qm9
+from taskprio.data._tensor_dataset import (
+    Split,
+    TensorMultiTaskDataset,
+    hide_labels,
+    iterate_batches,
+    iterate_masked_batches,
+)
+from taskprio.data._yeast import build_yeast, load_yeast
 
 __all__ = [
+    "BENCHMARKS",
+    "IGNORE_INDEX",
+    "Benchmark",
+    "CelebA",
+    "Cityscapes",
     "MultiMNIST",
+    "NYUv2",
+    "PASCALContext",
     "Split",
+    "TaskSpec",
+    "TensorMultiTaskDataset",
+    "available_benchmarks",
+    "binary_task",
+    "build_fashion_mnist",
+    "build_multi_fashion",
     "build_multi_mnist",
+    "build_qm9",
+    "build_yeast",
+    "classification_task",
     "data_root",
+    "evaluate",
+    "get_benchmark",
+    "hide_labels",
     "iterate_batches",
+    "iterate_masked_batches",
+    "load_fashion_mnist",
+    "load_multi_fashion",
     "load_multi_mnist",
+    "load_qm9",
+    "load_yeast",
+    "masked_binary_cross_entropy",
+    "masked_cross_entropy",
+    "masked_mse",
+    "read_fashion_mnist",
     "read_mnist_digits",
+    "regression_task",
     "sources_dir",
 ]

@@ -6,6 +6,18 @@
 ['left', 'right']
 """
 
+from taskprio.models._heads import BACKBONES, DenseHead, DenseMultiTaskModel
 from taskprio.models._lenet import MultiLeNet
+from taskprio.models._mlp import MultiTaskMLP
+from taskprio.models._resnet import ResNet18Dilated
+from taskprio.models._segnet import SegNet
 
-__all__ = ["MultiLeNet"]
+__all__ = [
+    "BACKBONES",
+    "DenseHead",
+    "DenseMultiTaskModel",
+    "MultiLeNet",
+    "MultiTaskMLP",
+    "ResNet18Dilated",
+    "SegNet",
+]
