@@ -53,9 +53,9 @@ def data(
         console.print(dataset_class.LAYOUT, markup=False, highlight=False, soft_wrap=True)
         return
     if dataset is not None and build:
-        status = build_main([dataset, "--root", str(root)])
-        if status:
-            raise typer.Exit(status)
+        exit_code = build_main([dataset, "--root", str(root)])
+        if exit_code:
+            raise typer.Exit(exit_code)
         return
     table = Table(title=f"taskprio data under {root}")
     table.add_column("data set", style="bold")
