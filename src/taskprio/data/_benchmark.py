@@ -522,8 +522,15 @@ def _image_pair_tasks() -> tuple[TaskSpec, ...]:
     return (classification_task("left", 10), classification_task("right", 10))
 
 
+@dataclass(frozen=True)
 class _ImagePairBenchmark(Benchmark):
-    """Shared model of the MultiMNIST family: :class:`~taskprio.models.MultiLeNet`."""
+    """The MultiMNIST family: two 28×28 classification tasks and MultiLeNet."""
+
+    tasks: tuple[TaskSpec, ...] = _image_pair_tasks()
+    input_shape: tuple[int, ...] = (1, 28, 28)
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 1e-3
 
     def build_model(self, tasks: tuple[TaskSpec, ...]) -> nn.Module:
         return MultiLeNet(tuple(spec.name for spec in tasks))
@@ -536,11 +543,6 @@ class MultiMNISTBenchmark(_ImagePairBenchmark):
 
     name: str = "multimnist"
     description: str = "Two overlapping MNIST digits; classify the top-left and bottom-right one."
-    tasks: tuple[TaskSpec, ...] = _image_pair_tasks()
-    input_shape: tuple[int, ...] = (1, 28, 28)
-    epochs: int = 10
-    batch_size: int = 256
-    lr: float = 1e-3
 
     def load(self, split: Split, root: Path | None = None) -> TensorMultiTaskDataset:
         """One MultiMNIST split (a :class:`~taskprio.data.MultiMNIST`)."""
@@ -556,11 +558,6 @@ class MultiFashionBenchmark(_ImagePairBenchmark):
     description: str = (
         "Two overlapping Fashion-MNIST items; classify the top-left and bottom-right."
     )
-    tasks: tuple[TaskSpec, ...] = _image_pair_tasks()
-    input_shape: tuple[int, ...] = (1, 28, 28)
-    epochs: int = 10
-    batch_size: int = 256
-    lr: float = 1e-3
 
     def load(self, split: Split, root: Path | None = None) -> TensorMultiTaskDataset:
         """One MultiFashion split."""
@@ -574,11 +571,6 @@ class FashionMNISTBenchmark(_ImagePairBenchmark):
 
     name: str = "fashion_mnist"
     description: str = "A Fashion-MNIST item (top-left) over an MNIST digit (bottom-right)."
-    tasks: tuple[TaskSpec, ...] = _image_pair_tasks()
-    input_shape: tuple[int, ...] = (1, 28, 28)
-    epochs: int = 10
-    batch_size: int = 256
-    lr: float = 1e-3
 
     def load(self, split: Split, root: Path | None = None) -> TensorMultiTaskDataset:
         """One Fashion+MNIST split."""
