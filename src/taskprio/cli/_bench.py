@@ -55,7 +55,8 @@ def bench(
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from None
     tasks = splits["train"].tasks
-    table = Table(title=f"MultiMNIST, {epochs} epochs, seed {seed}, test accuracy")
+    budget = f"{epochs} epoch{'s' if epochs != 1 else ''}"
+    table = Table(title=f"MultiMNIST, {budget}, seed {seed}, test accuracy")
     table.add_column("method", style="bold")
     table.add_column("weighting")
     table.add_column("norms")
