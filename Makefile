@@ -16,7 +16,7 @@ CACHES := $(DATA)/multimnist.npz $(DATA)/multifashion.npz $(DATA)/fashion_mnist.
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
 bench: $(INSTALLED) $(DATA)/multimnist.npz
-	$(BIN)/taskprio bench multimnist
+	$(BIN)/taskprio bench multimnist --epochs 5
 
 test: $(INSTALLED) data lint
 	$(BIN)/python -m pytest

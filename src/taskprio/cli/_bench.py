@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,28 +11,32 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from taskprio.data import Split, data_root, iterate_batches, load_multi_mnist
+from taskprio.data import get_benchmark
 from taskprio.methods import METHODS, Method
-from taskprio.models import MultiLeNet
-from taskprio.nn import make_task_specific
-from taskprio.train import train_classification
+from taskprio.train import train_benchmark
 from taskprio.weighting import WEIGHTINGS
 
 EXAMPLES = (
     "Examples: taskprio bench multimnist  ·  taskprio bench multimnist --epochs 2 --quiet  ·  "
-    "taskprio bench multimnist --shared-norms --methods sum"
+    "taskprio bench qm9 --shared-norms --methods sum,nash_mtl --epochs 3"
 )
-
-Batch = tuple[torch.Tensor, dict[str, torch.Tensor]]
 
 
 def bench(
-    benchmark: Annotated[str, typer.Argument(help="The benchmark: multimnist.")] = "multimnist",
+    benchmark: Annotated[
+        str, typer.Argument(help="The benchmark: multimnist, multifashion, qm9, …")
+    ] = "multimnist",
     methods: Annotated[str, typer.Option(help="Comma-separated method names.")] = "sum,cso",
     weighting: Annotated[str, typer.Option(help="The loss weighting.")] = "equal",
-    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 5,
-    batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 256,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    epochs: Annotated[
+        int | None, typer.Option(min=1, help="Training epochs (default: the benchmark's).")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Batch size (default: the benchmark's).")
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Adam learning rate (default: the benchmark's).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the model and batch order.")] = 0,
     task_norms: Annotated[
         bool, typer.Option("--task-norms/--shared-norms", help="Task-specific BatchNorm trunk.")
@@ -42,73 +45,60 @@ def bench(
     root: Annotated[Path | None, typer.Option(help="Data root (default: ./data).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Only print the final table.")] = False,
 ) -> None:
-    """Train each method on the benchmark with the same seed and budget; print test accuracy."""
+    """Train each method on the benchmark with the same seed and budget; print test metrics."""
     console = Console()
-    if benchmark != "multimnist":
-        console.print(f"[red]error:[/] unknown benchmark {benchmark!r}; known: multimnist.")
-        raise typer.Exit(2)
-    torch_device = resolve_device(device)
-    root = data_root() if root is None else root
-    try:
-        splits = {s: load_multi_mnist(s, root).to(torch_device) for s in ("train", "val", "test")}
-    except FileNotFoundError as error:
-        console.print(f"[red]error:[/] {error}")
-        raise typer.Exit(2) from None
-    tasks = splits["train"].tasks
-    budget = f"{epochs} epoch{'s' if epochs != 1 else ''}"
-    table = Table(title=f"MultiMNIST, {budget}, seed {seed}, test accuracy")
-    table.add_column("method", style="bold")
-    table.add_column("weighting")
-    table.add_column("norms")
-    for task in tasks:
-        table.add_column(f"{task} acc", justify="right")
-    table.add_column("train s", justify="right")
+    overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr}
     names = [m.strip() for m in methods.split(",") if m.strip()]
     try:
+        spec = get_benchmark(benchmark, **{k: v for k, v in overrides.items() if v is not None})
         for name in names:
             METHODS.get(name)
         WEIGHTINGS.get(weighting)
     except KeyError as error:
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from None
+    torch_device = resolve_device(device)
+    runs = {}
     for method in names:
-        torch.manual_seed(seed)
-        model = MultiLeNet(tasks)
-        if task_norms:
-            make_task_specific(model.trunk, tasks)
-        model.to(torch_device)
 
         def on_epoch(epoch: int, losses: dict[str, float], method: str = method) -> None:
             if not quiet:
                 shown = "  ".join(f"{t} {v:.4f}" for t, v in losses.items())
-                console.print(f"[dim]{method}[/] epoch {epoch + 1}/{epochs}  loss {shown}")
+                console.print(f"[dim]{method}[/] epoch {epoch + 1}/{spec.epochs}  loss {shown}")
 
-        def train_batches(generator: torch.Generator | None) -> Iterator[Batch]:
-            return iterate_batches(splits["train"], batch_size, shuffle=True, generator=generator)
-
-        def eval_batches(split: Split) -> Callable[[], Iterator[Batch]]:
-            return lambda: iterate_batches(splits[split], 1024, shuffle=False, generator=None)
-
-        run = train_classification(
-            model,
-            tasks,
-            train_batches,
-            {"val": eval_batches("val"), "test": eval_batches("test")},
-            method=create_method(method, epochs=epochs, seed=seed),
-            weighting=weighting,
-            epochs=epochs,
-            lr=lr,
-            seed=seed,
-            on_epoch=on_epoch,
-        )
-        table.add_row(
-            method,
-            weighting,
-            "task" if task_norms else "shared",
-            *(f"{100 * run.test_accuracy[t]:.2f}%" for t in tasks),
-            f"{run.train_time_s:.1f}",
-        )
+        try:
+            runs[method] = train_benchmark(
+                spec,
+                method=create_method(method, epochs=spec.epochs, seed=seed),
+                weighting=weighting,
+                task_specific_norms=task_norms,
+                seed=seed,
+                root=root,
+                device=torch_device,
+                on_epoch=on_epoch,
+            )
+        except (FileNotFoundError, ImportError) as error:
+            console.print(f"[red]error:[/] {error}")
+            raise typer.Exit(2) from None
+    budget = f"{spec.epochs} epoch{'s' if spec.epochs != 1 else ''}"
+    norms = "task-specific" if task_norms else "shared"
+    settings = f"{budget}, seed {seed}, {weighting} weights, {norms} norms"
+    table = Table(title=f"{spec.name}: test metrics, {settings}")
+    table.add_column("task", style="bold")
+    table.add_column("metric")
+    for method in runs:
+        table.add_column(method, justify="right")
+    for task in spec.tasks:
+        for metric, higher_is_better in task.metrics:
+            arrow = "↑" if higher_is_better else "↓"
+            values = [_format(metric, run.test[task.name][metric]) for run in runs.values()]
+            table.add_row(task.name, f"{metric} {arrow}", *values)
+    table.add_row("", "train s", *(f"{run.train_time_s:.1f}" for run in runs.values()))
     console.print(table)
+
+
+def _format(metric: str, value: float) -> str:
+    return f"{100 * value:.2f}%" if metric in ("acc", "f1") else f"{value:.4g}"
 
 
 def create_method(name: str, **run_settings: Any) -> Method:
