@@ -52,7 +52,6 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
 from taskprio.data._cache import build_command, read_npz, write_npz
@@ -69,11 +68,11 @@ from taskprio.data._multi_mnist import (
 )
 from taskprio.data._overlay import (
     DIGIT_SIZE,
-    IMAGE_SIZE,
     compose_canvases,
     draw_corners,
     draw_cross_pairs,
     draw_pairs,
+    image_pair_tensors,
     pixel_mean_std,
     resize_canvases,
 )
@@ -445,19 +444,8 @@ def _load_pairs(
     )
     images, labels = arrays[split_key(split, "images")], arrays[split_key(split, "labels")]
     mean, std = float(arrays[KEY_MEAN]), float(arrays[KEY_STD])
-    if (
-        images.dtype != np.uint8
-        or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE)
-        or labels.shape != (len(images), len(TASKS))
-        or not std > 0
-    ):
-        raise ValueError(
-            f"{title} cache at {path} has {split} images {images.dtype} {images.shape} and "
-            f"labels {labels.shape}; expected uint8 (N, 28, 28) and (N, 2). {rebuild}"
-        )
-    unit = torch.from_numpy(images).to(torch.float32).div_(255.0)  # [N, 28, 28]
-    normalized = unit.sub_(mean).div_(std).unsqueeze(1)  # [N, 1, 28, 28]
-    label_tensor = torch.from_numpy(labels.astype(np.int64))  # [N, 2]
-    return TensorMultiTaskDataset(
-        normalized, {task: label_tensor[:, k].contiguous() for k, task in enumerate(TASKS)}
-    )
+    normalized, task_labels = image_pair_tensors(
+        images, labels, mean, std, tasks=TASKS, describe=f"{title} cache at {path} has {split}",
+        rebuild=rebuild,
+    )  # fmt: skip
+    return TensorMultiTaskDataset(normalized, task_labels)

@@ -63,10 +63,10 @@ from taskprio.data._overlay import (
 )
 from taskprio.data._overlay import (
     DIGIT_SIZE,
-    IMAGE_SIZE,
     compose_canvases,
     draw_corners,
     draw_pairs,
+    image_pair_tensors,
     pixel_mean_std,
     resize_canvases,
 )
@@ -406,22 +406,8 @@ def load_multi_mnist(split: Split, root: Path | None = None) -> MultiMNIST:
             f"MultiMNIST cache at {path} has format version {version}, but this taskprio "
             f"reads version {FORMAT_VERSION}. {rebuild}"
         )
-    if (
-        images.dtype != np.uint8
-        or images.ndim != 3
-        or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE)
-        or labels.shape != (len(images), len(TASKS))
-        or not std > 0
-    ):
-        raise ValueError(
-            f"MultiMNIST cache at {path} has {split} images {images.dtype} "
-            f"{images.shape} and labels {labels.shape}; expected uint8 (N, 28, 28) and (N, 2). "
-            f"{rebuild}"
-        )
-    unit = torch.from_numpy(images).to(torch.float32).div_(255.0)  # [N, 28, 28]
-    normalized = unit.sub_(mean).div_(std).unsqueeze(1)  # [N, 1, 28, 28]
-    label_tensor = torch.from_numpy(labels.astype(np.int64))  # [N, 2]
-    return MultiMNIST(
-        normalized,
-        {task: label_tensor[:, k].contiguous() for k, task in enumerate(TASKS)},
-    )
+    normalized, task_labels = image_pair_tensors(
+        images, labels, mean, std, tasks=TASKS, describe=f"MultiMNIST cache at {path} has {split}",
+        rebuild=rebuild,
+    )  # fmt: skip
+    return MultiMNIST(normalized, task_labels)

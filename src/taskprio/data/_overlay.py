@@ -225,3 +225,47 @@ def pixel_mean_std(images: NDArray[np.uint8]) -> tuple[float, float]:
     mean = float((counts * levels).sum() / counts.sum())
     variance = float((counts * (levels - mean) ** 2).sum() / counts.sum())
     return mean, math.sqrt(variance)
+
+
+def image_pair_tensors(
+    images: NDArray[np.generic],
+    labels: NDArray[np.generic],
+    mean: float,
+    std: float,
+    *,
+    tasks: tuple[str, ...],
+    describe: str,
+    rebuild: str,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Check one cached split of an image-pair set and turn it into normalized tensors.
+
+    Args:
+        images: [N, 28, 28] uint8 images.
+        labels: [N, 2] class per task.
+        mean: the train split's pixel mean in [0, 1].
+        std: the train split's pixel std in [0, 1].
+        tasks: the two task names, in label-column order.
+        describe: names the cache and split in the error, e.g. "MultiMNIST cache at … has test".
+        rebuild: how to rebuild, appended to the error.
+
+    Returns:
+        ``(images [N, 1, 28, 28] float32 normalized, {task: labels [N] int64})``.
+
+    Raises:
+        ValueError: wrong dtype or shape, or a non-positive std.
+    """
+    if (
+        images.dtype != np.uint8
+        or images.ndim != 3
+        or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE)
+        or labels.shape != (len(images), len(tasks))
+        or not std > 0
+    ):
+        raise ValueError(
+            f"{describe} images {images.dtype} {images.shape} and labels {labels.shape}; "
+            f"expected uint8 (N, 28, 28) and (N, 2). {rebuild}"
+        )
+    unit = torch.from_numpy(images).to(torch.float32).div_(255.0)  # [N, 28, 28]
+    normalized = unit.sub_(mean).div_(std).unsqueeze(1)  # [N, 1, 28, 28]
+    label_tensor = torch.from_numpy(labels.astype(np.int64))  # [N, 2]
+    return normalized, {task: label_tensor[:, k].contiguous() for k, task in enumerate(tasks)}
