@@ -116,6 +116,12 @@ class WeightedMethod(Method):
         return {} if self._last_weights is None else {"task_weights": self._last_weights}
 
 
+def check_choice(option: str, value: object, choices: tuple[str, ...]) -> None:
+    """Raise ValueError naming ``option`` when ``value`` is not one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"`{option}` must be one of {choices}; got {value!r}.")
+
+
 METHODS: Registry[Method] = Registry("method")
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from taskprio.engine import PerTaskGrads
-from taskprio.methods._base import METHODS, Method
+from taskprio.methods._base import METHODS, Method, check_choice
 from taskprio.nn import TaskNorm
 from taskprio.priority import (
     Connection,
@@ -151,10 +151,10 @@ class CSO(Method):
         super().__init__()
         if not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"`epochs` must be a positive integer; got {epochs!r}.")
-        _check_choice("schedule", schedule, ("mixed", "phase1", "phase2", "sequential"))
-        _check_choice("draw", draw, ("iteration", "epoch"))
-        _check_choice("degenerate", degenerate, ("sum", "project"))
-        _check_choice("task_order", task_order, ("fixed", "shuffled"))
+        check_choice("schedule", schedule, ("mixed", "phase1", "phase2", "sequential"))
+        check_choice("draw", draw, ("iteration", "epoch"))
+        check_choice("degenerate", degenerate, ("sum", "project"))
+        check_choice("task_order", task_order, ("fixed", "shuffled"))
         self.epochs = epochs
         self.schedule: Schedule = schedule
         self.draw: Draw = draw
@@ -393,8 +393,3 @@ def _owner_cosines(rows: Tensor, owner: Tensor, tasks: Sequence[str]) -> dict[st
                 cosine = grouped[i].dot(grouped[j]) / (norms[i] * norms[j])
                 cosines[f"{owner_task}>{task}"] = float(cosine)
     return cosines
-
-
-def _check_choice(option: str, value: object, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"`{option}` must be one of {choices}; got {value!r}.")

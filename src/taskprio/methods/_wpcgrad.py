@@ -19,7 +19,7 @@ import numpy.typing as npt
 import torch
 from torch import Tensor
 
-from taskprio.methods._base import METHODS, WeightedMethod
+from taskprio.methods._base import METHODS, WeightedMethod, check_choice
 from taskprio.weighting._base import WEIGHTINGS, Weighting
 
 Mode = Literal["sequential", "pairwise", "symmetric"]
@@ -356,10 +356,10 @@ class WeightedPCGrad(WeightedMethod):
         super().__init__()
         if source is None:
             source = "static" if priorities is not None else "uniform"
-        _check_choice("source", source, _SOURCES)
-        _check_choice("mode", mode, _MODES)
-        _check_choice("reference", reference, _REFERENCES)
-        _check_choice("reduction", reduction, _REDUCTIONS)
+        check_choice("source", source, _SOURCES)
+        check_choice("mode", mode, _MODES)
+        check_choice("reference", reference, _REFERENCES)
+        check_choice("reduction", reduction, _REDUCTIONS)
         self.priorities = _checked_priorities(priorities)
         if source == "static" and self.priorities is None:
             raise ValueError(
@@ -696,8 +696,3 @@ def _need_names(tasks: Sequence[str] | None, source: str) -> list[str]:
             "weight per row."
         )
     return list(tasks)
-
-
-def _check_choice(option: str, value: object, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"`{option}` must be one of {choices}; got {value!r}.")
