@@ -28,7 +28,7 @@ $(BIN)/python:
 
 $(INSTALLED): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e '.[dev,data]'
+	$(BIN)/pip install --quiet -e '.[dev,data,lightning]'
 	touch $@
 
 data: $(CACHES)
