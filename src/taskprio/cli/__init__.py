@@ -1,4 +1,4 @@
-"""The ``taskprio`` command line: ``bench``, ``methods``, ``data``.
+"""The ``taskprio`` command line: ``train``, ``bench``, ``report``, ``methods``, ``data``.
 
 Loaded only by the console script, never by ``import taskprio``.
 """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from taskprio.cli import _bench, _data, _methods
+from taskprio.cli import _bench, _data, _methods, _report, _train
 
 app = typer.Typer(
     name="taskprio",
@@ -13,7 +13,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.command(name="train", epilog=_train.EXAMPLES)(_train.train)
 app.command(name="bench", epilog=_bench.EXAMPLES)(_bench.bench)
+app.command(name="report", epilog=_report.EXAMPLES)(_report.report)
 app.command(name="methods", epilog=_methods.EXAMPLES)(_methods.methods)
 app.command(name="data", epilog=_data.EXAMPLES)(_data.data)
 

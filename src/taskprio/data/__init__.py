@@ -15,6 +15,7 @@ are built from live in ``<data_root>/sources``. Nothing is downloaded at run tim
 from taskprio.data._benchmark import (
     BENCHMARKS,
     Benchmark,
+    BenchmarkSplit,
     TaskSpec,
     available_benchmarks,
     binary_task,
@@ -59,6 +60,7 @@ __all__ = [
     "BENCHMARKS",
     "IGNORE_INDEX",
     "Benchmark",
+    "BenchmarkSplit",
     "CelebA",
     "Cityscapes",
     "MultiMNIST",
@@ -93,4 +95,43 @@ __all__ = [
     "read_mnist_digits",
     "regression_task",
     "sources_dir",
+]
+
+# The paper's data sets as benchmarks, read from disk (importing them registers them).
+from taskprio.data._dense_benchmarks import (
+    DENSE_ROLES,
+    CelebABenchmark,
+    CityscapesBenchmark,
+    DenseBenchmark,
+    DenseTaskSpec,
+    DiskBenchmark,
+    NYUv2Benchmark,
+    PASCALContextBenchmark,
+    dense_task,
+)
+from taskprio.data._dense_losses import (
+    balanced_bce,
+    dense_cross_entropy,
+    depth_l1,
+    edge_bce,
+    normals_l1,
+)
+from taskprio.data._disk_split import DiskSplit
+
+__all__ += [
+    "DENSE_ROLES",
+    "CelebABenchmark",
+    "CityscapesBenchmark",
+    "DenseBenchmark",
+    "DenseTaskSpec",
+    "DiskBenchmark",
+    "DiskSplit",
+    "NYUv2Benchmark",
+    "PASCALContextBenchmark",
+    "balanced_bce",
+    "dense_cross_entropy",
+    "dense_task",
+    "depth_l1",
+    "edge_bce",
+    "normals_l1",
 ]

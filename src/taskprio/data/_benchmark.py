@@ -11,8 +11,9 @@ registered benchmark is a small frozen dataclass whose fields (epochs, batch siz
 rate, model widths) are its defaults, so a config overrides them by name:
 ``get_benchmark("qm9", epochs=5)``.
 
->>> available_benchmarks()
-['fashion_mnist', 'multifashion', 'multimnist', 'qm9', 'yeast']
+>>> available_benchmarks()  # doctest: +NORMALIZE_WHITESPACE
+['celeba', 'cityscapes', 'fashion_mnist', 'multifashion', 'multimnist', 'nyuv2',
+ 'pascal_context', 'qm9', 'yeast']
 >>> qm9 = get_benchmark("qm9")
 >>> qm9.task_names[:3], qm9.task("U0").metrics
 (('mu', 'alpha', 'homo'), (('mae', False),))
@@ -20,10 +21,10 @@ rate, model widths) are its defaults, so a config overrides them by name:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -43,17 +44,49 @@ from taskprio.models._lenet import MultiLeNet
 from taskprio.models._mlp import MultiTaskMLP
 from taskprio.nn import active_task, make_task_specific, task_norms
 
-TaskKind = Literal["classification", "binary", "regression"]
+TaskKind = Literal["classification", "binary", "regression", "dense"]
 LossFunction = Callable[[Tensor, Tensor, Tensor | None], Tensor]
 """``(prediction, target, mask) -> scalar loss``, the mean over the samples whose mask is True."""
 
-TASK_KINDS: tuple[TaskKind, ...] = ("classification", "binary", "regression")
-# The metrics :func:`evaluate` computes per task kind, with whether higher is better.
+TASK_KINDS: tuple[TaskKind, ...] = ("classification", "binary", "regression", "dense")
+# The metrics :func:`evaluate` computes per task kind, with whether higher is better. Dense
+# tasks (per-pixel outputs) are evaluated by their benchmark's own ``evaluate``.
 KNOWN_METRICS: dict[TaskKind, dict[str, bool]] = {
     "classification": {"acc": True},
     "binary": {"acc": True, "f1": True},
     "regression": {"mae": False},
+    "dense": {},
 }
+_SplitT = TypeVar("_SplitT", bound="BenchmarkSplit")
+
+
+class BenchmarkSplit(Protocol):
+    """What :meth:`Benchmark.load` returns: a split its benchmark knows how to batch.
+
+    The in-memory benchmarks return a :class:`~taskprio.data.TensorMultiTaskDataset`; the
+    dense ones a split read from disk batch by batch (``taskprio.data.DiskSplit``). Only the
+    benchmark that loaded a split iterates over it (:meth:`Benchmark.batches`).
+    """
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The task names of the labels, in order."""
+        ...
+
+    def __len__(self) -> int: ...
+
+    def to(self: _SplitT, device: torch.device | str) -> _SplitT:
+        """The split with its stored tensors on ``device`` (itself when nothing is stored)."""
+        ...
+
+
+def _in_memory(dataset: BenchmarkSplit) -> TensorMultiTaskDataset:
+    if not isinstance(dataset, TensorMultiTaskDataset):
+        raise TypeError(
+            f"this benchmark iterates over a TensorMultiTaskDataset; got {type(dataset).__name__}."
+            " Pass the split that this benchmark's `load` returned."
+        )
+    return dataset
 
 
 # --- losses -------------------------------------------------------------------------------
@@ -168,7 +201,9 @@ class TaskSpec:
     Attributes:
         name: the task's key in the labels and the model's outputs.
         kind: ``"classification"`` (``num_outputs`` classes, int64 labels), ``"binary"`` (one
-            logit, float 0/1 labels) or ``"regression"`` (one output, float targets).
+            logit, float 0/1 labels), ``"regression"`` (one output, float targets) or
+            ``"dense"`` (``num_outputs`` channels per pixel; loss and metrics given by the spec
+            and computed by its benchmark, see ``taskprio.data.DenseTaskSpec``).
         num_outputs: the size of the model's output for this task.
         loss: ``(prediction, target, mask) -> scalar``: the mean over labelled samples, and a
             finite zero with a zero gradient when none is labelled.
@@ -198,7 +233,11 @@ class TaskSpec:
                 f"`num_outputs` of a classification task must be at least 2; got "
                 f"{self.num_outputs}. Use kind='binary' for one logit."
             )
-        if self.kind != "classification" and self.num_outputs != 1:
+        if self.kind == "dense" and self.num_outputs < 1:
+            raise ValueError(
+                f"`num_outputs` of a dense task must be positive; got {self.num_outputs}."
+            )
+        if self.kind in ("binary", "regression") and self.num_outputs != 1:
             raise ValueError(
                 f"`num_outputs` of a {self.kind} task must be 1; got {self.num_outputs}."
             )
@@ -423,13 +462,52 @@ class Benchmark:
             raise ValueError(f"`tasks` must be a sequence of names; got the string {tasks!r}.")
         return tuple(self.task(name) for name in tasks)
 
-    def load(self, split: Split, root: Path | None = None) -> TensorMultiTaskDataset:
-        """One split in memory, from its cache under ``root`` (default :func:`data_root`).
+    def load(self, split: Split, root: Path | None = None) -> BenchmarkSplit:
+        """One split, from its cache or folder under ``root`` (default :func:`data_root`).
 
         Raises:
             FileNotFoundError: the cache is not built; the message gives the command.
         """
         raise NotImplementedError
+
+    def batches(
+        self,
+        dataset: BenchmarkSplit,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        generator: torch.Generator | None,
+        skip: int = 0,
+    ) -> Iterator[tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]]:
+        """The batches of one epoch over ``dataset``, as :func:`iterate_masked_batches` draws them.
+
+        The trainer iterates through this method only, so a benchmark whose data does not fit
+        in memory overrides it (and :meth:`load`, :meth:`evaluate`).
+
+        Args:
+            dataset: a split from :meth:`load`.
+            batch_size: B.
+            shuffle: draw this epoch's permutation from ``generator``.
+            generator: the CPU Generator of the batch order.
+            skip: leave out the first ``skip`` batches (resuming mid-epoch); the permutation
+                is drawn as if none were skipped.
+
+        Yields:
+            ``(inputs [B, ...], {task: labels}, {task: masks [B] bool})``.
+
+        >>> qm9 = get_benchmark("qm9")
+        >>> data = TensorMultiTaskDataset(torch.arange(5.0)[:, None], {"a": torch.arange(5)})
+        >>> [x[:, 0].tolist() for x, _, _ in qm9.batches(data, 2, shuffle=False, generator=None,
+        ...                                                skip=1)]
+        [[2.0, 3.0], [4.0]]
+        """
+        for index, batch in enumerate(
+            iterate_masked_batches(
+                _in_memory(dataset), batch_size, shuffle=shuffle, generator=generator
+            )
+        ):
+            if index >= skip:
+                yield batch
 
     def build_model(self, tasks: tuple[TaskSpec, ...]) -> nn.Module:
         """The benchmark's model with one head per task in ``tasks`` (shared norms)."""
@@ -488,13 +566,13 @@ class Benchmark:
     def evaluate(
         self,
         model: nn.Module,
-        dataset: TensorMultiTaskDataset,
+        dataset: BenchmarkSplit,
         batch_size: int = 1024,
         *,
         tasks: Sequence[str] | None = None,
     ) -> dict[str, dict[str, float]]:
         """:func:`evaluate` with this benchmark's task specs (``tasks``: a subset)."""
-        return evaluate(model, dataset, batch_size, tasks=self.select(tasks))
+        return evaluate(model, _in_memory(dataset), batch_size, tasks=self.select(tasks))
 
 
 BENCHMARKS: Registry[Benchmark] = Registry("benchmark")

@@ -117,7 +117,8 @@ def image_tensor(pixels: NDArray[np.generic]) -> Tensor:
     array = np.asarray(pixels)
     if array.ndim != 3 or array.shape[2] != 3:
         raise ValueError(f"an image must be [H, W, 3]; got shape {array.shape}.")
-    values = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+    # A writable copy: the arrays Pillow gives are read-only, which torch.from_numpy warns of.
+    values = torch.from_numpy(np.array(array, order="C")).permute(2, 0, 1)
     if array.dtype == np.uint8:
         return values.float() / 255.0
     return values.float()

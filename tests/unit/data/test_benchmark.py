@@ -49,8 +49,9 @@ def _data_dir() -> Path:
 
 
 def test_registry_lists_every_benchmark():
-    assert available_benchmarks() == NAMES
-    assert BENCHMARKS.names() == NAMES
+    # The dense benchmarks read from disk are tested in test_dense_benchmarks.py.
+    assert set(NAMES) <= set(available_benchmarks())
+    assert BENCHMARKS.names() == available_benchmarks()
     for name in NAMES:
         benchmark = get_benchmark(name)
         assert isinstance(benchmark, Benchmark)
