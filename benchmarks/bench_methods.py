@@ -1,7 +1,8 @@
 """Step cost of every registered aggregation method against linear scalarization and torchjd.
 
 Run: .venv/bin/python benchmarks/bench_methods.py [--model conv|mlp|both] [--rounds 5]
-     [--steps 3] [--methods a,b,...] [--strategy auto|loop|vmap] [--device cpu]
+     [--steps 3] [--repeats 1] [--methods a,b,...] [--strategy auto|loop|vmap]
+     [--engine-strategies] [--conflict-statistics-every 1] [--threads N] [--device cpu]
 
 Models:
   conv: 6 shared 3×3 convs (3→32 s2, 32→32, 32→64 s2, 64→64 ×3) with *shared* BatchNorm,
@@ -13,9 +14,14 @@ Every variant gets its own copy of the model (same seed) and Adam, 3 warm-up ste
 of steps interleaved across variants in one process, so machine noise hits all alike.
 "LS" is one backward of the summed losses; "torchjd" is mtl_backward + jac_to_grad(Sum), its
 Jacobian cost; "per-task rows, summed" is taskprio's per-task gradients with a plain sum.
-Each method runs through taskprio.MultiTaskStep in the mapping form with `features=` (one
-batched backward through the trunk; representation methods weight from those gradients).
-Prints the median step time and its ratio to LS.
+Each method runs through taskprio.MultiTaskStep in the mapping form with `features=` (heads
+once per task, then the trunk: one batched backward for the MLP, one backward per task for the
+conv trunk, as `strategy="auto"` picks; representation methods weight from the representation
+gradients): the fastest engine path for both models (`--engine-strategies` adds the rows summed
+through the `loop` and `vmap` strategies without `features=`, for comparison).
+Prints each variant's median step time and its ratio to LS. With `--repeats R` the whole
+interleaved run is repeated R times in the process: the ratio printed is the median of the R
+ratios, each measured within one run, with their range.
 """
 
 from __future__ import annotations
@@ -109,10 +115,13 @@ class RowSum(taskprio.methods.Method):
     summary = "benchmark only"
 
     def forward(self, per_task_grads, tasks=None):
-        return per_task_grads.sum(dim=0)
+        # A product with ones, as in GradDrop: sum(dim=0) of a wide [K, n] matrix suffers far
+        # more from other processes on the cores.
+        return per_task_grads.new_ones(per_task_grads.shape[0]) @ per_task_grads
 
 
-def variants(model_name, base, batch, method_names, strategy):
+def variants(model_name, base, batch, method_names, args):
+    strategy, statistics_every = args.strategy, args.conflict_statistics_every
     tasks = CONV_TASKS if model_name == "conv" else MLP_TASKS
     runs = {}
 
@@ -145,19 +154,49 @@ def variants(model_name, base, batch, method_names, strategy):
 
     runs["torchjd Jacobian + Sum"] = torchjd_sum
     model, optimizer = fresh()
-    rows_step = taskprio.MultiTaskStep(model, optimizer, tasks, method=RowSum(), strategy=strategy)
+    rows_step = taskprio.MultiTaskStep(
+        model,
+        optimizer,
+        tasks,
+        method=RowSum(),
+        strategy=strategy,
+        conflict_statistics_every=statistics_every,
+    )
 
     def rows(model=model, step=rows_step):
         features, losses = model.losses(batch)
         step(losses, features=features)
 
     runs["per-task rows, summed"] = rows
+    for engine_strategy in ("loop", "vmap") if args.engine_strategies else ():
+        model, optimizer = fresh()
+        plain_step = taskprio.MultiTaskStep(
+            model,
+            optimizer,
+            tasks,
+            method=RowSum(),
+            strategy=engine_strategy,
+            conflict_statistics_every=statistics_every,
+        )
+
+        def plain(model=model, step=plain_step):
+            _, losses = model.losses(batch)
+            step(losses)
+
+        runs[f"rows, {engine_strategy}, no features"] = plain
     for name in method_names:
         if taskprio.methods.METHODS.get(name).steps_optimizer:
             continue  # CSO needs task-specific norms: benchmarks/bench_cso.py times it
         method = taskprio.methods.create(name)
         model, optimizer = fresh()
-        step = taskprio.MultiTaskStep(model, optimizer, tasks, method=method, strategy=strategy)
+        step = taskprio.MultiTaskStep(
+            model,
+            optimizer,
+            tasks,
+            method=method,
+            strategy=strategy,
+            conflict_statistics_every=statistics_every,
+        )
 
         def run(model=model, step=step):
             features, losses = model.losses(batch)
@@ -171,29 +210,39 @@ def bench(model_name, args):
     device = torch.device(args.device)
     base, batch = make(model_name, device)
     names = args.methods.split(",") if args.methods else taskprio.methods.available()
-    runs = variants(model_name, base, batch, names, args.strategy)
+    runs = variants(model_name, base, batch, names, args)
     for run in runs.values():
         for _ in range(3):
             run()
     times = {name: [] for name in runs}
-    for _ in range(args.rounds):
-        for name, run in runs.items():
-            for _ in range(args.steps):
-                started = time.perf_counter()
-                run()
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                times[name].append(time.perf_counter() - started)
-    ls = statistics.median(times["LS (one backward)"])
+    ratios = {name: [] for name in runs}
+    for _ in range(args.repeats):
+        repeat_times = {name: [] for name in runs}
+        for _ in range(args.rounds):
+            for name, run in runs.items():
+                for _ in range(args.steps):
+                    started = time.perf_counter()
+                    run()
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
+                    repeat_times[name].append(time.perf_counter() - started)
+        ls = statistics.median(repeat_times["LS (one backward)"])
+        for name, samples in repeat_times.items():
+            times[name] += samples
+            ratios[name].append(statistics.median(samples) / ls)
     print(
         f"\n{model_name}: device {device}, torch {torch.__version__}, threads "
-        f"{torch.get_num_threads()}, strategy {args.strategy}, "
-        f"{args.rounds}×{args.steps} steps per variant"
+        f"{torch.get_num_threads()}, strategy {args.strategy}, conflict statistics every "
+        f"{args.conflict_statistics_every}, "
+        f"{args.repeats}×{args.rounds}×{args.steps} steps per variant"
     )
-    print(f"{'variant':24s} {'median ms':>10s} {'× LS':>6s}")
+    print(f"{'variant':28s} {'median ms':>10s} {'× LS':>6s} {'range':>12s}")
     for name, samples in times.items():
-        median = statistics.median(samples)
-        print(f"{name:24s} {1e3 * median:10.2f} {median / ls:6.2f}")
+        spread = f"{min(ratios[name]):.2f}–{max(ratios[name]):.2f}" if args.repeats > 1 else ""
+        print(
+            f"{name:28s} {1e3 * statistics.median(samples):10.2f} "
+            f"{statistics.median(ratios[name]):6.2f} {spread:>12s}"
+        )
 
 
 def main():
@@ -201,10 +250,25 @@ def main():
     parser.add_argument("--model", choices=["conv", "mlp", "both"], default="both")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=1, help="whole interleaved runs")
     parser.add_argument("--methods", default="")
     parser.add_argument("--strategy", default="auto", choices=["auto", "loop", "vmap"])
+    parser.add_argument(
+        "--engine-strategies",
+        action="store_true",
+        help="add the rows summed by the loop and vmap strategies, without features=",
+    )
+    parser.add_argument(
+        "--conflict-statistics-every",
+        type=int,
+        default=1,
+        help="MultiTaskStep(conflict_statistics_every=...): 1 every step (default), 0 never",
+    )
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     for model_name in ("conv", "mlp") if args.model == "both" else (args.model,):
         bench(model_name, args)
 

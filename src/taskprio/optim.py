@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from taskprio.engine import PerTaskGrads, Strategy, flat_grad_matrix, per_task_grads, unflatten_like
 from taskprio.methods import METHODS, Method, WeightedMethod
+from taskprio.methods import gramian as form_gramian
 from taskprio.weighting import WEIGHTINGS, Weighting
+
+if TYPE_CHECKING:
+    from taskprio.distributed import GradientSync
 
 TaskLossClosure = Callable[[str], Tensor | None]
 ParameterGroups = Literal["shared", "module", "parameter"] | Sequence[Sequence[Tensor]]
@@ -29,8 +35,9 @@ class StepRecord:
         skipped_tasks: tasks with no loss in this step (no labels in the batch).
         phase: the method's phase, for multi-phase methods; None otherwise.
         diagnostics: method numbers plus conflict statistics of the shared gradients when
-            per-task gradients were formed: ``conflicting_pairs`` (pairs of tasks with a
-            negative inner product) and ``min_cosine``.
+            per-task gradients were formed (on every N-th step with
+            ``MultiTaskStep(conflict_statistics_every=N)``): ``conflicting_pairs`` (pairs of
+            tasks with a negative inner product) and ``min_cosine``.
     """
 
     losses: dict[str, float]
@@ -62,6 +69,14 @@ class MultiTaskStep:
         strategy: how per-task gradients are formed (see :func:`taskprio.engine.per_task_grads`).
         check_finite: stop with an error naming the task when a loss is NaN or infinite, before
             any parameter changes.
+        gradient_sync: a :class:`taskprio.distributed.GradientSync` to train on the global
+            batch of all ranks of a process group: per-task gradients and losses are averaged
+            across ranks before the weighting and the method (see ``docs/distributed.md``).
+        conflict_statistics_every: record the conflict statistics of the shared gradients
+            (:func:`conflict_statistics`) on every N-th combination of per-task gradients: 1
+            (default) on every step, 0 never. They cost K² numbers when the method formed the
+            Gramian of the gradients (most do) and one Gramian of the [K, n] matrix otherwise
+            (``mean``, ``graddrop``), so a larger N saves that product.
 
     Call it with either a mapping ``{task: loss}`` from one shared forward, or a closure
     ``task -> loss`` that runs one task's forward (with task-specific norms, wrap it in
@@ -87,6 +102,8 @@ class MultiTaskStep:
         parameter_groups: ParameterGroups = "shared",
         strategy: Strategy = "auto",
         check_finite: bool = True,
+        gradient_sync: GradientSync | None = None,
+        conflict_statistics_every: int = 1,
     ) -> None:
         self.tasks = tuple(tasks)
         if not self.tasks or len(set(self.tasks)) != len(self.tasks):
@@ -99,6 +116,18 @@ class MultiTaskStep:
             raise TypeError(f"{self.method} uses representation gradients but has no weights().")
         self.strategy: Strategy = strategy
         self.check_finite = check_finite
+        self.gradient_sync = gradient_sync
+        if (
+            isinstance(conflict_statistics_every, bool)
+            or not isinstance(conflict_statistics_every, int)
+            or conflict_statistics_every < 0
+        ):
+            raise ValueError(
+                "`conflict_statistics_every` must be a non-negative integer (1: every step, "
+                f"0: never); got {conflict_statistics_every!r}."
+            )
+        self.conflict_statistics_every = conflict_statistics_every
+        self._combinations = 0  # calls of combine_and_write, for conflict_statistics_every
         self.params = _optimizer_params(optimizer)
         _check_model_in_optimizer(model, self.params)
         self.parameter_groups = parameter_groups
@@ -110,6 +139,7 @@ class MultiTaskStep:
         *,
         epoch: int | None = None,
         features: Tensor | None = None,
+        sample_counts: Mapping[str, int | Tensor] | None = None,
     ) -> StepRecord:
         """Run one step; see the class docstring for the two input forms.
 
@@ -120,10 +150,29 @@ class MultiTaskStep:
                 Methods that weight tasks from representation gradients (MGDA-UB,
                 Aligned-MTL-UB) need it; for the others it is optional and makes the per-task
                 gradients cheaper (one batched backward through the trunk).
+            sample_counts: task → the number of labelled samples each loss averages, used with
+                ``gradient_sync`` so that a task's gradient is the mean over the global batch
+                (ignored in a single process, where the loss already is that mean).
+
+        Under ``torch.autocast`` the closure's forwards run with the caller's autocast; the
+        per-task gradient matrix, the weighting and the method run with autocast off, in the
+        gradients' dtype (float32 for float32 parameters).
 
         Returns:
             A :class:`StepRecord`.
         """
+        caller_autocast = _enabled_autocast()
+        if caller_autocast:
+            with _autocast_off(caller_autocast):
+                if not isinstance(losses_or_closure, Mapping):
+                    losses_or_closure = _with_autocast(losses_or_closure, caller_autocast)
+                return self(
+                    losses_or_closure, epoch=epoch, features=features, sample_counts=sample_counts
+                )
+        if self.gradient_sync is not None:
+            return self.gradient_sync.step(
+                self, losses_or_closure, epoch=epoch, features=features, sample_counts=sample_counts
+            )
         if self.method.steps_optimizer:
             if isinstance(losses_or_closure, Mapping):
                 raise TypeError(
@@ -158,7 +207,7 @@ class MultiTaskStep:
         else:
             self.optimizer.zero_grad(set_to_none=True)
             grads = self.task_gradients(losses_or_closure)
-            present, loss_values = grads.tasks, grads.losses
+            present, loss_values = grads.tasks, _at_least_float32(grads.losses)
             weights = self.weighting(loss_values, present, epoch=epoch)
             diagnostics = self.combine_and_write(grads, weights)
         self.optimizer.step()
@@ -188,8 +237,17 @@ class MultiTaskStep:
         torch.autograd.backward(_weighted_sum(present_losses, task_weights * weights))
         self.optimizer.step()
         self.after_step(present, loss_values, epoch=epoch, grads=None, closure=None)
-        diagnostics = {"task_weights": task_weights.tolist(), **conflict_statistics(matrix)}
+        diagnostics: dict[str, Any] = {"task_weights": task_weights.tolist()}
+        if self._is_statistics_due():
+            diagnostics.update(conflict_statistics(matrix))
         return self.make_record(present, loss_values, weights, diagnostics=diagnostics)
+
+    def _is_statistics_due(self) -> bool:
+        """Whether this combination records conflict statistics (counts the combinations)."""
+        every = self.conflict_statistics_every
+        is_due = every > 0 and self._combinations % every == 0
+        self._combinations += 1
+        return is_due
 
     # The methods below are the building blocks that a method which runs the optimizer itself
     # (``steps_optimizer``, e.g. CSO) composes in its ``run_step``.
@@ -198,8 +256,11 @@ class MultiTaskStep:
         """Per-task gradients of every optimized parameter, one forward per task.
 
         Checks each loss for NaN/inf before its backward (``check_finite``); tasks whose closure
-        returns None are left out. Does not touch ``.grad``.
+        returns None are left out. Does not touch ``.grad``. With ``gradient_sync``, the
+        gradients of the global batch (the same on every rank).
         """
+        if self.gradient_sync is not None:
+            return self.gradient_sync.task_gradients(self, closure)
 
         def checked_loss(task: str) -> Tensor | None:
             loss = closure(task)
@@ -260,7 +321,10 @@ class MultiTaskStep:
         if self.weighting.needs_grad_norms and grads is not None:
             grad_norms = shared_grad_norms(grads)
         losses_after = None
-        if self.weighting.needs_losses_after_step and closure is not None:
+        sync = self.gradient_sync
+        if self.weighting.needs_losses_after_step and closure is not None and sync is not None:
+            losses_after = sync.losses_after(self, closure, present)
+        elif self.weighting.needs_losses_after_step and closure is not None:
             with torch.no_grad():
                 after = [closure(task) for task in present]
             losses_after = torch.stack(
@@ -281,7 +345,9 @@ class MultiTaskStep:
         return present
 
     def _loss_values(self, losses: Mapping[str, Tensor]) -> Tensor:
-        values = torch.stack([loss.detach().reshape(()) for loss in losses.values()])
+        values = _at_least_float32(
+            torch.stack([loss.detach().reshape(()) for loss in losses.values()])
+        )
         if self.check_finite:
             self._raise_if_not_finite(tuple(losses), values)
         return values
@@ -305,9 +371,11 @@ class MultiTaskStep:
             method: combines the gradients of shared parameters; :attr:`method` when None.
 
         Returns:
-            The method's diagnostics and the conflict statistics of the shared gradients.
+            The method's diagnostics and (see ``conflict_statistics_every``) the conflict
+            statistics of the shared gradients.
         """
         method = self.method if method is None else method
+        is_statistics_due = self._is_statistics_due()
         diagnostics: dict[str, Any] = {}
         # Parameters of one group reached by the same set of tasks form one block; a block
         # reached by two or more tasks is shared and goes through the method as one [k, n]
@@ -333,11 +401,14 @@ class MultiTaskStep:
                 pieces.append(g if rows is None else g[rows])
             matrix = flat_grad_matrix(pieces)
             block_weights = weights if every_task else weights[rows]
-            matrix = matrix * block_weights.to(matrix.dtype).unsqueeze(1)
+            # In place: `matrix` is a fresh copy; a second [K, n] buffer cost 0.3× LS (MLP bench).
+            matrix.mul_(block_weights.to(matrix.dtype).unsqueeze(1))
             block_tasks = [t for t, m in zip(grads.tasks, mask, strict=True) if m]
             combined = method(matrix, block_tasks)
             diagnostics.update(method.diagnostics())
-            diagnostics.update(conflict_statistics(matrix))
+            if is_statistics_due:
+                # The Gramian the method formed, if any, serves the statistics too.
+                diagnostics.update(conflict_statistics(matrix, gramian=method.last_gramian))
             for i, grad in zip(
                 indices, unflatten_like(combined, [self.params[i] for i in indices]), strict=True
             ):
@@ -345,27 +416,39 @@ class MultiTaskStep:
         return diagnostics
 
 
-def conflict_statistics(per_task_grads: Tensor) -> dict[str, float]:
-    """How much the task gradients conflict.
+def conflict_statistics(
+    per_task_grads: Tensor, *, gramian: Tensor | None = None
+) -> dict[str, float]:
+    """How much the task gradients conflict, read off their Gramian.
 
     Args:
         per_task_grads: [K, n] one gradient per task.
+        gramian: [K, K] ``per_task_grads @ per_task_grads.T`` when already formed (the step
+            passes the method's :attr:`~taskprio.methods.Method.last_gramian`); formed here
+            otherwise (:func:`taskprio.methods.gramian`).
 
     Returns:
         ``conflicting_pairs``: the number of pairs with a negative inner product;
-        ``min_cosine``: the smallest pairwise cosine (1.0 for a single task).
+        ``min_cosine``: the smallest pairwise cosine (1.0 for a single task), in float64.
 
     >>> conflict_statistics(torch.tensor([[1.0, 0.0], [-1.0, 1.0], [0.0, 1.0]]))
-    {'conflicting_pairs': 1.0, 'min_cosine': -0.7071067690849304}
+    {'conflicting_pairs': 1.0, 'min_cosine': -0.7071067811865475}
     """
-    gramian = per_task_grads @ per_task_grads.T  # [K, K]
-    norms = gramian.diagonal().clamp_min(0).sqrt()
-    cosine = gramian / (norms[:, None] * norms[None, :]).clamp_min(torch.finfo(gramian.dtype).tiny)
-    num_tasks = gramian.shape[0]
-    upper = torch.triu_indices(num_tasks, num_tasks, offset=1)
-    pairs = gramian[upper[0], upper[1]]
-    min_cosine = cosine[upper[0], upper[1]].min().item() if pairs.numel() else 1.0
-    return {"conflicting_pairs": float((pairs < 0).sum().item()), "min_cosine": min_cosine}
+    if gramian is None:
+        gramian = form_gramian(per_task_grads)
+    # K×K numbers: float64 numpy on the CPU is faster than a dozen small torch operations.
+    gram = gramian.detach().to(device="cpu", dtype=torch.float64).numpy()
+    num_tasks = gram.shape[0]
+    if num_tasks < 2:
+        return {"conflicting_pairs": 0.0, "min_cosine": 1.0}
+    norms = np.sqrt(np.clip(np.diagonal(gram), 0.0, None))
+    upper = np.triu_indices(num_tasks, k=1)
+    pairs = gram[upper]
+    scales = np.maximum((norms[:, None] * norms[None, :])[upper], np.finfo(np.float64).tiny)
+    return {
+        "conflicting_pairs": float((pairs < 0).sum()),
+        "min_cosine": float((pairs / scales).min()),
+    }
 
 
 def _weighted_sum(losses: Mapping[str, Tensor], weights: Tensor) -> Tensor:
@@ -441,3 +524,45 @@ def _check_model_in_optimizer(model: nn.Module, params: Sequence[Tensor]) -> Non
             f"{missing[0]!r}). Build the optimizer after `taskprio.nn.make_task_specific`, "
             "from `model.parameters()`, or freeze those parameters (requires_grad=False)."
         )
+
+
+# Device types whose autocast state a step saves and restores (those torch knows on every build).
+_AUTOCAST_DEVICE_TYPES = ("cpu", "cuda", "xpu", "mps", "hpu")
+
+
+def _enabled_autocast() -> list[tuple[str, torch.dtype, bool]]:
+    """(device type, dtype, cache enabled) of every autocast active in the caller."""
+    cache = torch.is_autocast_cache_enabled()
+    return [
+        (device_type, torch.get_autocast_dtype(device_type), cache)
+        for device_type in _AUTOCAST_DEVICE_TYPES
+        if torch.is_autocast_enabled(device_type)
+    ]
+
+
+@contextlib.contextmanager
+def _autocast_off(states: Sequence[tuple[str, torch.dtype, bool]]) -> Iterator[None]:
+    """Turn off the given autocasts, so the gradient matrix and the aggregation run unreduced."""
+    with contextlib.ExitStack() as stack:
+        for device_type, _, _ in states:
+            stack.enter_context(torch.autocast(device_type, enabled=False))
+        yield
+
+
+def _with_autocast(
+    closure: TaskLossClosure, states: Sequence[tuple[str, torch.dtype, bool]]
+) -> TaskLossClosure:
+    """``closure`` run under the caller's autocast (its forwards keep their mixed precision)."""
+
+    def autocast_closure(task: str) -> Tensor | None:
+        with contextlib.ExitStack() as stack:
+            for device_type, dtype, cache in states:
+                stack.enter_context(torch.autocast(device_type, dtype=dtype, cache_enabled=cache))
+            return closure(task)
+
+    return autocast_closure
+
+
+def _at_least_float32(values: Tensor) -> Tensor:
+    """Loss values in float32 or wider: a loss computed in bf16/fp16 is upcast for weighting."""
+    return values.to(torch.promote_types(values.dtype, torch.float32))

@@ -13,6 +13,7 @@ from taskprio.methods._cso import CSO, project_on_owners
 from taskprio.methods._dualproj import DualProj
 from taskprio.methods._graddrop import GradDrop
 from taskprio.methods._gradvac import GradVac
+from taskprio.methods._gramian import gramian
 from taskprio.methods._imtl_g import IMTLG
 from taskprio.methods._mean import Mean
 from taskprio.methods._mgda import MGDA, MGDAUB
@@ -45,5 +46,6 @@ __all__ = [
     "WeightedPCGrad",
     "available",
     "create",
+    "gramian",
     "project_on_owners",
 ]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import ClassVar, Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -22,7 +24,7 @@ def aligned_mtl_weights(
     The aligned rows BJ are orthogonal with equal norms √σ ((BJ)(BJ)ᵀ = BGB = σVVᵀ), so their
     system has condition number 1; σ is the smallest (``"min"``), median (``"median"``) or
     mean (``"rmse"``) kept eigenvalue, and eigenvalues at most K·eps·λ_max are dropped. The
-    update uᵀBJ has weights Bu. torchjd's ``AlignedMTLWeighting``.
+    update uᵀBJ has weights Bu. torchjd's ``AlignedMTLWeighting``, computed in float64.
 
     Args:
         gramian: [K, K] G = J Jᵀ.
@@ -36,14 +38,27 @@ def aligned_mtl_weights(
     >>> aligned_mtl_weights(G, torch.tensor([0.5, 0.5]))
     tensor([0.5591, 0.4083])
     """
-    # Imported here: torchjd imports its optional solvers (cvxpy, scipy) when installed.
-    from torchjd.aggregation import AlignedMTLWeighting
-
-    # torch.linalg has no half-precision kernels: at least float32.
-    dtype = torch.promote_types(gramian.dtype, torch.float32)
-    weighting = AlignedMTLWeighting(pref_vector=preference.to(dtype), scale_mode=scale_mode)
-    weights: Tensor = weighting(gramian.to(dtype))
-    return weights.to(gramian.dtype)
+    # torchjd's computation, in float64 numpy on the CPU (a K×K eigendecomposition costs less
+    # than torch's per-operation overhead around it); eigenvalues up to K·eps·λ_max of the
+    # Gramian's own dtype count as zero, as there.
+    num_tasks = gramian.shape[0]
+    eps = torch.finfo(torch.promote_types(gramian.dtype, torch.float32)).eps
+    gram = gramian.detach().to(device="cpu", dtype=torch.float64).numpy()
+    weights = preference.detach().to(device="cpu", dtype=torch.float64).numpy()
+    eigenvalues, vectors = np.linalg.eigh(gram, UPLO="U")
+    is_kept = eigenvalues > eigenvalues.max() * num_tasks * eps
+    if is_kept.any():  # otherwise B is the identity
+        order = np.argsort(-eigenvalues, kind="stable")[: int(is_kept.sum())]
+        kept, basis = eigenvalues[order], vectors[:, order]  # descending
+        if scale_mode == "min":
+            scale = kept[-1]
+        elif scale_mode == "median":
+            scale = np.sort(kept)[(kept.size - 1) // 2]  # the lower median, as torch.median
+        else:
+            scale = kept.mean()
+        balance = math.sqrt(scale) * (basis / np.sqrt(kept)) @ basis.T  # B
+        weights = balance @ weights
+    return torch.from_numpy(weights).to(device=gramian.device, dtype=gramian.dtype)
 
 
 @METHODS.register("aligned_mtl")
@@ -95,8 +110,9 @@ class AlignedMTL(WeightedMethod):
         preference = preference_weights(
             self.pref_vector, per_task_grads, 1.0 / per_task_grads.shape[0]
         )
-        gramian = per_task_grads @ per_task_grads.T
-        return aligned_mtl_weights(gramian, preference, scale_mode=self.scale_mode)
+        return aligned_mtl_weights(
+            self.gramian(per_task_grads), preference, scale_mode=self.scale_mode
+        )
 
     def extra_repr(self) -> str:
         """The options."""

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from torch import Tensor, nn
 
 from taskprio._registry import Registry
+from taskprio.methods._gramian import gramian as form_gramian
 
 if TYPE_CHECKING:
     from taskprio.optim import MultiTaskStep, StepRecord, TaskLossClosure
@@ -40,12 +41,25 @@ class Method(nn.Module, ABC):
     steps_optimizer: ClassVar[bool] = False
     uses_representation: ClassVar[bool] = False
 
-    def __call__(self, per_task_grads: Tensor, tasks: Sequence[str] | None = None) -> Tensor:
+    # The matrix of the call in progress and its Gramian once formed (see :meth:`gramian`).
+    _call_matrix: Tensor | None = None
+    _call_gramian: Tensor | None = None
+    _last_gramian: Tensor | None = None
+
+    def __call__(
+        self,
+        per_task_grads: Tensor,
+        tasks: Sequence[str] | None = None,
+        *,
+        gramian: Tensor | None = None,
+    ) -> Tensor:
         """Check the input, then aggregate it.
 
         Args:
             per_task_grads: [K, n] one flattened (already loss-weighted) gradient per task.
             tasks: the K task names in row order (methods with per-task options use them).
+            gramian: [K, K] ``per_task_grads @ per_task_grads.T`` if the caller has it already;
+                formed on demand otherwise (see :meth:`gramian`).
 
         Returns:
             [n] the combined direction.
@@ -62,8 +76,49 @@ class Method(nn.Module, ABC):
                 f"`tasks` names {len(tasks)} tasks but `per_task_grads` has "
                 f"{per_task_grads.shape[0]} rows."
             )
-        result: Tensor = super().__call__(per_task_grads, tasks)
+        num_tasks = per_task_grads.shape[0]
+        if gramian is not None and gramian.shape != (num_tasks, num_tasks):
+            raise ValueError(
+                f"`gramian` must be [K, K] = ({num_tasks}, {num_tasks}) for {num_tasks} tasks; "
+                f"got shape {tuple(gramian.shape)}. Pass per_task_grads @ per_task_grads.T."
+            )
+        self._call_matrix, self._call_gramian = per_task_grads, gramian
+        self._last_gramian = None
+        try:
+            result: Tensor = super().__call__(per_task_grads, tasks)
+            self._last_gramian = self._call_gramian
+        finally:
+            self._call_matrix = self._call_gramian = None
         return result
+
+    def gramian(self, per_task_grads: Tensor) -> Tensor:
+        """[K, K] G = J Jᵀ of the matrix being combined, formed at most once per call.
+
+        Within a call, the first request forms G (:func:`taskprio.methods.gramian`) and later
+        ones, and the step's conflict statistics (:attr:`last_gramian`), reuse it. Any other
+        matrix, or a call of :meth:`forward` or ``weights`` outside ``method(J)``, gets a fresh
+        G.
+
+        >>> import torch
+        >>> method = create("mean")
+        >>> J = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+        >>> _ = method(J)
+        >>> method.last_gramian is None  # the mean needs no Gramian
+        True
+        >>> method.gramian(J)
+        tensor([[1., 0.],
+                [0., 4.]])
+        """
+        if per_task_grads is not self._call_matrix:
+            return form_gramian(per_task_grads)
+        if self._call_gramian is None:
+            self._call_gramian = form_gramian(per_task_grads)
+        return self._call_gramian
+
+    @property
+    def last_gramian(self) -> Tensor | None:
+        """The Gramian the last call formed or was given; None when the method needed none."""
+        return self._last_gramian
 
     @abstractmethod
     def forward(self, per_task_grads: Tensor, tasks: Sequence[str] | None = None) -> Tensor:

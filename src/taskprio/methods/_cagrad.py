@@ -6,20 +6,21 @@ import math
 from collections.abc import Sequence
 from typing import ClassVar, Literal
 
+import numpy as np
+import numpy.typing as npt
 import torch
 from torch import Tensor
 
 from taskprio.methods._base import METHODS, WeightedMethod
 
 Rescale = Literal[0, 1, 2]
+Array = npt.NDArray[np.float64]
 
 # ‖g_w‖ below this fraction of ‖J‖_F counts as zero: 0 is then, to rounding, in the convex hull
 # of the rows (a Pareto-stationary point) and the correction term has no direction.
 _STATIONARY_NORM = 1e-8
 # Duality gap (in units of the trace-normalized Gramian) at which the dual solution is final.
 _GAP_TOL = 1e-13
-# How often the iterative solver tries the closed-form solution on its current support.
-_POLISH_EVERY = 5
 
 
 def cagrad_weights(
@@ -32,7 +33,7 @@ def cagrad_weights(
     and d = g₀ + (ρ / ‖g_w‖) g_w, divided by 1 (``rescale=0``), 1 + c² (1) or 1 + c (2).
 
     The dual is solved on the trace-normalized Gramian in float64: accelerated projected
-    gradient (FISTA with backtracking and restarts) on the simplex, and every few iterations
+    gradient (FISTA with backtracking and restarts) on the simplex, and at every iteration
     the exact stationary point on the current support (closed form, below) is tried and
     accepted when its duality gap maxᵢ(wᵀ∇F − ∇Fᵢ) ≤ 1e-13. On a support S with G_SS
     invertible, stationarity (∇F = a + ρGw/‖g_w‖ constant on S, with aᵢ = gᵢᵀg₀) and Σw = 1
@@ -52,10 +53,11 @@ def cagrad_weights(
     tensor([0.7000, 0.7000])
     """
     num_tasks = gramian.shape[0]
-    gram64 = gramian.detach().to(device="cpu", dtype=torch.float64)
-    mean = torch.full((num_tasks,), 1.0 / num_tasks, dtype=torch.float64)
+    # float64 numpy on the CPU: the solver's many K-vector steps cost ~10 µs each in torch.
+    gram64 = gramian.detach().to(device="cpu", dtype=torch.float64).numpy()
+    mean = np.full(num_tasks, 1.0 / num_tasks)
     weights = mean
-    trace = float(gram64.diagonal().sum())
+    trace = float(np.trace(gram64))
     if trace > 0.0 and math.isfinite(trace) and c > 0:
         gram64 = (gram64 + gram64.T) / (2.0 * trace)
         mean_products = gram64 @ mean  # [K] gᵢᵀg₀
@@ -66,12 +68,12 @@ def cagrad_weights(
             if combined_norm > _STATIONARY_NORM:
                 weights = mean + (radius / combined_norm) * dual
     weights = weights / (1.0, 1.0 + c * c, 1.0 + c)[rescale]
-    return weights.to(device=gramian.device, dtype=gramian.dtype)
+    return torch.from_numpy(weights).to(device=gramian.device, dtype=gramian.dtype)
 
 
 def solve_cagrad_dual(
-    gramian: Tensor, mean_products: Tensor, radius: float, *, max_iters: int = 1000
-) -> Tensor:
+    gramian: Array, mean_products: Array, radius: float, *, max_iters: int = 1000
+) -> Array:
     """Argmin over the simplex of F(w) = aᵀw + ρ√(wᵀGw) (see :func:`cagrad_weights`).
 
     Args:
@@ -84,7 +86,7 @@ def solve_cagrad_dual(
         [K] float64 w on the simplex.
     """
     num_tasks = gramian.shape[0]
-    x = torch.full((num_tasks,), 1.0 / num_tasks, dtype=torch.float64)
+    x = np.full(num_tasks, 1.0 / num_tasks)
     if num_tasks == 1:
         return x
     objective = _DualObjective(gramian, mean_products, radius)
@@ -94,11 +96,11 @@ def solve_cagrad_dual(
     momentum = 1.0
     # A Lipschitz estimate of ∇F near x: ρ λ_max(G) / ‖g_w‖; backtracking corrects it.
     lipschitz = radius * float(gramian.diagonal().max()) / max(objective.norm(x), 1e-300)
-    for iteration in range(max_iters):
+    for _ in range(max_iters):
         if best_gap <= _GAP_TOL:
             break
         for _ in range(60):
-            x_new = project_on_simplex(y - grad_y / lipschitz)
+            x_new = _project_on_simplex(y - grad_y / lipschitz)
             f_new, grad_new = objective(x_new)
             step = x_new - y
             bound = f_y + float(grad_y @ step) + 0.5 * lipschitz * float(step @ step)
@@ -120,28 +122,30 @@ def solve_cagrad_dual(
         gap = objective.gap(x, grad_x)
         if gap < best_gap:
             best, best_gap = x, gap
-        if iteration % _POLISH_EVERY == 0:
-            polished = _stationary_point_on_support(gramian, mean_products, radius, x > 0)
-            if polished is not None:
-                polished_gap = objective.gap(polished, objective(polished)[1])
-                if polished_gap < best_gap:
-                    best, best_gap = polished, polished_gap
+        # The closed form on the current support, tried at every iteration: it is a K×K solve,
+        # and it ends the loop as soon as the support is right (2 iterations instead of 10 on
+        # the MLP benchmark's gradients).
+        polished = _stationary_point_on_support(gramian, mean_products, radius, x > 0)
+        if polished is not None:
+            polished_gap = objective.gap(polished, objective(polished)[1])
+            if polished_gap < best_gap:
+                best, best_gap = polished, polished_gap
     return best
 
 
 class _DualObjective:
     """F(w) = aᵀw + ρ‖g_w‖ and its gradient a + ρ G w / ‖g_w‖, from the Gramian."""
 
-    def __init__(self, gramian: Tensor, mean_products: Tensor, radius: float) -> None:
+    def __init__(self, gramian: Array, mean_products: Array, radius: float) -> None:
         self.gramian = gramian
         self.mean_products = mean_products
         self.radius = radius
 
-    def norm(self, w: Tensor) -> float:
+    def norm(self, w: Array) -> float:
         """‖g_w‖ = √(wᵀGw)."""
         return math.sqrt(max(float(w @ self.gramian @ w), 0.0))
 
-    def __call__(self, w: Tensor) -> tuple[float, Tensor]:
+    def __call__(self, w: Array) -> tuple[float, Array]:
         products = self.gramian @ w
         norm = math.sqrt(max(float(w @ products), 0.0))
         value = float(self.mean_products @ w) + self.radius * norm
@@ -150,7 +154,7 @@ class _DualObjective:
         return value, self.mean_products + scale * products
 
     @staticmethod
-    def gap(w: Tensor, grad: Tensor) -> float:
+    def gap(w: Array, grad: Array) -> float:
         """Frank–Wolfe gap wᵀ∇F − minᵢ ∇Fᵢ ≥ F(w) − F*.
 
         Here it is exactly the duality gap: wᵀ∇F = F(w), and minᵢ ∇Fᵢ = minᵢ gᵢᵀd is the
@@ -160,17 +164,18 @@ class _DualObjective:
 
 
 def _stationary_point_on_support(
-    gramian: Tensor, mean_products: Tensor, radius: float, support: Tensor
-) -> Tensor | None:
+    gramian: Array, mean_products: Array, radius: float, support: npt.NDArray[np.bool_]
+) -> Array | None:
     """The closed-form stationary point of F on the face of the simplex given by ``support``.
 
     None when it does not exist or leaves the simplex (see :func:`cagrad_weights`).
     """
-    index = support.nonzero().squeeze(1)
-    block = gramian[index][:, index]
-    rhs = torch.stack([torch.ones_like(index, dtype=torch.float64), mean_products[index]], dim=1)
-    solution, info = torch.linalg.solve_ex(block, rhs)
-    if int(info) != 0:
+    index = np.flatnonzero(support)
+    block = gramian[np.ix_(index, index)]
+    rhs = np.stack([np.ones(index.size), mean_products[index]], axis=1)
+    try:
+        solution = np.linalg.solve(block, rhs)
+    except np.linalg.LinAlgError:
         return None
     inv_ones, inv_products = solution[:, 0], solution[:, 1]
     alpha = float(inv_ones.sum())
@@ -183,7 +188,7 @@ def _stationary_point_on_support(
     on_support = ((beta + root) / alpha * inv_ones - inv_products) / root
     if not bool((on_support >= 0.0).all()):
         return None
-    w = torch.zeros_like(mean_products)
+    w = np.zeros_like(mean_products)
     w[index] = on_support
     return w
 
@@ -206,6 +211,15 @@ def project_on_simplex(y: Tensor) -> Tensor:
     last = int((ordered - shifted_sums / counts > 0).nonzero().max())
     threshold = shifted_sums[last] / (last + 1)
     return (y - threshold).clamp_min(0.0)
+
+
+def _project_on_simplex(y: Array) -> Array:
+    """:func:`project_on_simplex` for a float64 numpy vector."""
+    ordered = np.sort(y)[::-1]
+    shifted_sums = np.cumsum(ordered) - 1.0
+    last = int(np.flatnonzero(ordered - shifted_sums / np.arange(1, y.shape[0] + 1) > 0).max())
+    projected: Array = np.maximum(y - shifted_sums[last] / (last + 1), 0.0)
+    return projected
 
 
 @METHODS.register("cagrad")
@@ -267,8 +281,9 @@ class CAGrad(WeightedMethod):
 
     def weights(self, per_task_grads: Tensor, tasks: Sequence[str] | None = None) -> Tensor:
         """[K, n] → [K] the weights of d (see :func:`cagrad_weights`)."""
-        gramian = per_task_grads @ per_task_grads.T
-        return cagrad_weights(gramian, c=self.c, rescale=self.rescale, max_iters=self.max_iters)
+        return cagrad_weights(
+            self.gramian(per_task_grads), c=self.c, rescale=self.rescale, max_iters=self.max_iters
+        )
 
     def extra_repr(self) -> str:
         """The options."""

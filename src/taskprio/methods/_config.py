@@ -9,19 +9,20 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from taskprio.methods._base import METHODS, Method
+from taskprio.methods._base import METHODS, WeightedMethod
 from taskprio.methods._upgrad import check_pref_vector, preference_weights
 
 
 @METHODS.register("config")
-class ConFIG(Method):
+class ConFIG(WeightedMethod):
     """ConFIG: the direction with equal cosine to every task gradient, scaled by their projections.
 
     With uᵢ = gᵢ/‖gᵢ‖, the direction is û = normalize(U⁺ p) (U⁺ the pseudo-inverse of the
     matrix of unit rows, p the preference, ones by default), so that uᵢᵀû ∝ pᵢ; the update
     is (Σᵢ gᵢᵀû) û (Equation 2 of Liu, Chu & Thuerey, arXiv 2408.11104). The same result as
-    torchjd's ``ConFIG`` (tested), computed through the K×K Gramian of the unit rows; zero
-    rows have no direction and count as zero rows of U.
+    torchjd's ``ConFIG`` (tested), computed from the K×K Gramian G alone: U Uᵀ = D⁻¹GD⁻¹ with
+    D = diag(‖gᵢ‖), so the update is a weighted sum of the rows (the weights are recorded as
+    for the other weighted methods); zero rows have no direction and count as zero rows of U.
 
     Conventions: the length is the *sum* of the projections (the official code and torchjd),
     so for parallel rows ConFIG is the sum.
@@ -44,25 +45,31 @@ class ConFIG(Method):
         super().__init__()
         self.pref_vector = check_pref_vector(pref_vector)
 
-    def forward(self, per_task_grads: Tensor, tasks: Sequence[str] | None = None) -> Tensor:
-        """[K, n] → [n] ConFIG's direction."""
-        # torch.linalg has no half-precision kernels: at least float32.
-        matrix = per_task_grads.to(torch.promote_types(per_task_grads.dtype, torch.float32))
-        preference = preference_weights(self.pref_vector, matrix, 1.0)
-        units = torch.nan_to_num(matrix / matrix.norm(dim=1, keepdim=True), 0.0)  # [K, n]
+    def weights(self, per_task_grads: Tensor, tasks: Sequence[str] | None = None) -> Tensor:
+        """[K, n] → [K] w with ConFIG's update = wᵀJ."""
+        gramian = self.gramian(per_task_grads)
+        # The K×K algebra in float64 on the CPU; the rounding of G is that of its own dtype.
+        gram64 = gramian.detach().to(device="cpu", dtype=torch.float64)
+        preference = preference_weights(self.pref_vector, gram64, 1.0)
+        norms = gram64.diagonal().clamp_min(0.0).sqrt()
+        inverse_norms = torch.where(norms > 0, 1.0 / norms.clamp_min(1e-300), 0.0)
+        unit_gramian = gram64 * inverse_norms[:, None] * inverse_norms[None, :]  # U Uᵀ
         # U⁺ p = Uᵀ (U Uᵀ)⁺ p: a K×K pseudo-inverse instead of torchjd's SVD of the K×n
         # matrix, which dominates the step for wide layers. pinv(U) drops singular values
         # below max(K, n)·eps·σ_max, i.e. eigenvalues of U Uᵀ below (max(K, n)·eps)²·λ_max; but
         # forming U Uᵀ leaves its null eigenvalues at rounding level (≈ √n·eps·λ_max), so the
         # cutoff is the larger of the two.
-        gramian = units @ units.T  # [K, K]
-        eps = torch.finfo(matrix.dtype).eps
-        cutoff = max((max(matrix.shape) * eps) ** 2, math.sqrt(matrix.shape[1]) * eps)
-        coefficients = torch.linalg.pinv(gramian, rtol=cutoff, hermitian=True) @ preference
-        best_direction = coefficients @ units
-        unit_target = torch.nn.functional.normalize(best_direction, dim=0)
-        length = torch.sum(matrix @ unit_target)
-        return (length * unit_target).to(per_task_grads.dtype)
+        eps = torch.finfo(gramian.dtype).eps
+        size = per_task_grads.shape[1]
+        cutoff = max((max(per_task_grads.shape) * eps) ** 2, math.sqrt(size) * eps)
+        coefficients = torch.linalg.pinv(unit_gramian, rtol=cutoff, hermitian=True) @ preference
+        row_weights = coefficients * inverse_norms  # U⁺p = Jᵀ row_weights
+        # normalize(U⁺p) as torch.nn.functional.normalize (norm floored at 1e-12).
+        direction_norm = math.sqrt(max(float(row_weights @ gram64 @ row_weights), 0.0))
+        unit_weights = row_weights / max(direction_norm, 1e-12)  # û = Jᵀ unit_weights
+        length = (gram64 @ unit_weights).sum()  # Σᵢ gᵢᵀû
+        weights: Tensor = length * unit_weights
+        return weights.to(device=per_task_grads.device, dtype=gramian.dtype)
 
     def extra_repr(self) -> str:
         """The options."""

@@ -256,11 +256,18 @@ class CSO(Method):
         for task in order:
             step.optimizer.zero_grad(set_to_none=True)
             loss = closure(task)
-            if loss is None:
-                continue
-            step.check_finite_loss(task, loss)
-            weight = step.weighting(loss.detach().reshape(1), (task,), epoch=epoch)
-            torch.autograd.backward(weight[0].to(loss.dtype) * loss.reshape(()))
+            if step.gradient_sync is not None:
+                # The task's weighted gradient on the global batch, reduced before its step.
+                synced = step.gradient_sync.task_gradient(step, task, loss, epoch=epoch)
+                if synced is None:
+                    continue
+                loss, weight = synced[0], synced[1].reshape(1)
+            else:
+                if loss is None:
+                    continue
+                step.check_finite_loss(task, loss)
+                weight = step.weighting(loss.detach().reshape(1), (task,), epoch=epoch)
+                torch.autograd.backward(weight[0].to(loss.dtype) * loss.reshape(()))
             step.optimizer.step()
             present.append(task)
             losses.append(loss.detach().reshape(()))

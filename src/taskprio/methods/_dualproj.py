@@ -63,8 +63,12 @@ class DualProj(WeightedMethod):
         preference = preference_weights(
             self.pref_vector, per_task_grads, 1.0 / per_task_grads.shape[0]
         )
-        gramian = per_task_grads @ per_task_grads.T
-        return project_weights(preference, gramian, norm_eps=self.norm_eps, reg_eps=self.reg_eps)
+        return project_weights(
+            preference,
+            self.gramian(per_task_grads),
+            norm_eps=self.norm_eps,
+            reg_eps=self.reg_eps,
+        )
 
     def extra_repr(self) -> str:
         """The options."""

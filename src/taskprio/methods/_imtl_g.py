@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -16,9 +17,9 @@ def imtl_g_weights(gramian: Tensor) -> Tensor:
 
     The combined direction then has equal projections on every unit task gradient (torchjd's
     generalization through the pseudo-inverse, which also handles linearly dependent rows).
-    We call torchjd's ``IMTLGWeighting`` on G / tr(G): the weights do not change, but its
-    ``|Σw| < 1e-12`` cutoff becomes relative (on G itself torchjd returns 0 for gradients
-    scaled by 1e15).
+    We compute torchjd's ``IMTLGWeighting`` (in float64) on G / tr(G): the weights do not
+    change, but its ``|Σw| < 1e-12`` cutoff becomes relative (on G itself torchjd returns 0
+    for gradients scaled by 1e15).
 
     Args:
         gramian: [K, K] G = J Jᵀ.
@@ -30,16 +31,20 @@ def imtl_g_weights(gramian: Tensor) -> Tensor:
     >>> imtl_g_weights(torch.tensor([[18.0, -22.0], [-22.0, 38.0]]))
     tensor([0.5923, 0.4077])
     """
-    # Imported here: torchjd imports its optional solvers (cvxpy, scipy) when installed.
-    from torchjd.aggregation import IMTLGWeighting
-
-    # torch.linalg has no half-precision kernels: at least float32.
-    work = gramian.to(torch.promote_types(gramian.dtype, torch.float32))
-    trace = work.diagonal().sum()
-    if not bool(trace > 0):
-        return gramian.new_zeros(gramian.shape[0])
-    weights: Tensor = IMTLGWeighting()(work / trace)
-    return weights.to(gramian.dtype)
+    # torchjd's computation on G / tr(G), in float64 numpy on the CPU; the pseudo-inverse
+    # drops singular values below K·eps·σ_max of the Gramian's own dtype, as torch.linalg.pinv.
+    num_tasks = gramian.shape[0]
+    eps = torch.finfo(torch.promote_types(gramian.dtype, torch.float32)).eps
+    gram = gramian.detach().to(device="cpu", dtype=torch.float64).numpy()
+    trace = float(np.trace(gram))
+    if not trace > 0:
+        return gramian.new_zeros(num_tasks)
+    gram = gram / trace
+    norms = np.sqrt(np.clip(np.diagonal(gram), 0.0, None))
+    weights = np.linalg.pinv(gram, rcond=num_tasks * eps) @ norms
+    total = float(weights.sum())
+    weights = np.zeros_like(weights) if abs(total) < 1e-12 else weights / total
+    return torch.from_numpy(weights).to(device=gramian.device, dtype=gramian.dtype)
 
 
 @METHODS.register("imtl_g")
@@ -68,4 +73,4 @@ class IMTLG(WeightedMethod):
 
     def weights(self, per_task_grads: Tensor, tasks: Sequence[str] | None = None) -> Tensor:
         """[K, n] → [K] IMTL-G's weights (summing to 1)."""
-        return imtl_g_weights(per_task_grads @ per_task_grads.T)
+        return imtl_g_weights(self.gramian(per_task_grads))

@@ -6,6 +6,8 @@ import math
 from collections.abc import Sequence
 from typing import ClassVar
 
+import numpy as np
+import torch
 from torch import Tensor
 
 from taskprio.methods._base import METHODS, WeightedMethod
@@ -16,7 +18,9 @@ def mgda_weights(gramian: Tensor, *, epsilon: float = 1e-3, max_iters: int = 100
 
     torchjd's ``MGDAWeighting`` (Algorithm 2 of Sener & Koltun): start at 1/K, move towards the
     row with the smallest (Gw)ᵢ with the exact line search, stop when the step γ < ``epsilon``
-    or after ``max_iters`` steps.
+    or after ``max_iters`` steps. The same iterations as torchjd's, run in float64 on the CPU
+    with numpy (a K-vector per step: torch's per-operation overhead made the loop cost
+    milliseconds), so the weights agree with torchjd's to rounding on a float64 Gramian.
 
     Args:
         gramian: [K, K] G = J Jᵀ.
@@ -30,11 +34,26 @@ def mgda_weights(gramian: Tensor, *, epsilon: float = 1e-3, max_iters: int = 100
     >>> mgda_weights(torch.tensor([[18.0, -22.0], [-22.0, 38.0]]))
     tensor([0.6000, 0.4000])
     """
-    # Imported here: torchjd imports its optional solvers (cvxpy, scipy) when installed.
-    from torchjd.aggregation import MGDAWeighting
-
-    weights: Tensor = MGDAWeighting(epsilon=epsilon, max_iters=max_iters)(gramian)
-    return weights
+    gram = gramian.detach().to(device="cpu", dtype=torch.float64).numpy()
+    num_tasks = gram.shape[0]
+    alpha = np.full(num_tasks, 1.0 / num_tasks)
+    for _ in range(max_iters):
+        products = gram @ alpha  # [K] (Gα)ᵢ
+        t = int(np.argmin(products))
+        a = float(alpha @ gram[:, t])  # αᵀ G e_t
+        b = float(alpha @ products)  # αᵀ G α
+        c = float(gram[t, t])  # e_tᵀ G e_t
+        if c <= a:
+            gamma = 1.0
+        elif b <= a:
+            gamma = 0.0
+        else:
+            gamma = (b - a) / (b + c - 2.0 * a)
+        alpha = (1.0 - gamma) * alpha
+        alpha[t] += gamma
+        if gamma < epsilon:
+            break
+    return torch.from_numpy(alpha).to(device=gramian.device, dtype=gramian.dtype)
 
 
 @METHODS.register("mgda")
@@ -49,7 +68,8 @@ class MGDA(WeightedMethod):
           K ("make sure it sums to n_tasks"), a K times larger step.
         - No gradient normalization (Nash-MTL's and LibMTL's ``normalization="none"``): the
           rows are taken as given, i.e. already multiplied by the loss weights.
-        - Solver: torchjd's Frank–Wolfe (``epsilon``, ``max_iters``), exact for two tasks.
+        - Solver: torchjd's Frank–Wolfe (``epsilon``, ``max_iters``), exact for two tasks; run
+          in float64 with numpy, on the Gramian the step shares with its statistics.
 
     Args:
         epsilon: Frank–Wolfe step size below which it stops (default 1e-3, as torchjd).
@@ -81,8 +101,9 @@ class MGDA(WeightedMethod):
 
     def weights(self, per_task_grads: Tensor, tasks: Sequence[str] | None = None) -> Tensor:
         """[K, n] → [K] the min-norm weights (summing to 1)."""
-        gramian = per_task_grads @ per_task_grads.T
-        return mgda_weights(gramian, epsilon=self.epsilon, max_iters=self.max_iters)
+        return mgda_weights(
+            self.gramian(per_task_grads), epsilon=self.epsilon, max_iters=self.max_iters
+        )
 
     def extra_repr(self) -> str:
         """The options."""

@@ -384,13 +384,9 @@ class NashMTL(WeightedMethod):
     def weights(self, per_task_grads: Tensor, tasks: Sequence[str] | None = None) -> Tensor:
         """[K, n] per-task gradients → [K] α (clipped to ``max_norm``), in their dtype."""
         num_tasks = per_task_grads.shape[0]
-        gramian = per_task_grads @ per_task_grads.T  # [K, K]
-        if not bool(torch.isfinite(gramian).all()):
-            # Entries around 1e19 overflow the float32 Gramian: form it from a rescaled copy.
-            scale = per_task_grads.abs().max()
-            scaled = per_task_grads / scale
-            gramian = (scaled @ scaled.T).double() * scale.double() ** 2
-        gramian = gramian.detach().to(device="cpu", dtype=torch.float64)
+        # [K, K]; formed from a rescaled copy where the float32 product overflows (entries
+        # around 1e19).
+        gramian = self.gramian(per_task_grads).detach().to(device="cpu", dtype=torch.float64)
         names = tuple(tasks) if tasks is not None else None
         previous = self._warm_start(num_tasks, names)
         is_same_tasks = (

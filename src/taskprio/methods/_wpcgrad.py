@@ -539,12 +539,9 @@ class WeightedPCGrad(WeightedMethod):
     ) -> tuple[Tensor, int]:
         """[K, K] W (H = W J) for this call, drawing from the generator as needed."""
         num_tasks = per_task_grads.shape[0]
-        gramian = per_task_grads @ per_task_grads.T  # [K, K]
-        if not bool(torch.isfinite(gramian).all()):
-            # Entries around 1e19 overflow a float32 Gramian: form it from a rescaled copy.
-            scale = per_task_grads.abs().max()
-            scaled = per_task_grads / scale
-            gramian = (scaled @ scaled.T).double() * scale.double() ** 2
+        # [K, K]; formed from a rescaled copy where the float32 product overflows (entries
+        # around 1e19).
+        gramian = self.gramian(per_task_grads)
         # PCGrad ignores the priorities, so the symmetric mode needs none.
         p = None if self.mode == "symmetric" else self.probabilities(tasks, num_tasks)
         draw = self._next_draw(p, num_tasks)

@@ -138,6 +138,83 @@ def test_features_path_equals_the_loop_in_float64():
             torch.testing.assert_close(g_loop, g_through, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("strategy", ["loop", "vmap"])
+def test_features_path_strategies_equal_the_loop_in_float64(strategy):
+    # "loop" carries the representation gradients through the trunk one task at a time.
+    torch.manual_seed(7)
+    model = SharedNormNet().double()
+    x, y = _inputs(8)
+    params = list(model.parameters())
+    loop = per_task_grads(model.losses(x, y), params, strategy="loop")
+    features = model.trunk(x)
+    out = {t: model.heads[t](features).squeeze(1) for t in TASKS}
+    losses = {
+        "a": ((model.only_a * out["a"] - y[:, 0]) ** 2).mean(),
+        "b": (out["b"] - y[:, 1]).abs().mean(),
+        "c": torch.nn.functional.softplus(out["c"] * y[:, 2]).mean(),
+    }
+    through = per_task_grads(losses, params, features=features, strategy=strategy)
+    assert torch.equal(loop.touched, through.touched)
+    for g_loop, g_through in zip(loop.grads, through.grads, strict=True):
+        assert (g_loop is None) == (g_through is None)
+        if g_loop is not None:
+            torch.testing.assert_close(g_loop, g_through, rtol=1e-12, atol=1e-14)
+
+
+def test_features_path_loops_over_a_convolutional_trunk_on_cpu(monkeypatch):
+    torch.manual_seed(11)
+    trunk = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU()).double()
+    heads = nn.ModuleList([nn.Linear(2 * 4 * 4, 1).double() for _ in range(3)])
+    x = torch.randn(2, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(12))
+    params = [*trunk.parameters(), *heads.parameters()]
+    batched_calls = []
+    grad = torch.autograd.grad
+
+    def spy(*args, **kwargs):
+        batched_calls.append(bool(kwargs.get("is_grads_batched", False)))
+        return grad(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", spy)
+    results = {}
+    for strategy in ("auto", "vmap"):
+        batched_calls.clear()
+        features = trunk(x).flatten(1)
+        losses = {str(k): (head(features) ** 2).mean() for k, head in enumerate(heads)}
+        results[strategy] = per_task_grads(losses, params, features=features, strategy=strategy)
+        # auto: 3 head and 3 trunk backward passes; vmap: 3 head passes and one batched.
+        assert batched_calls == ([False] * 6 if strategy == "auto" else [False] * 3 + [True])
+    for g_auto, g_vmap in zip(results["auto"].grads, results["vmap"].grads, strict=True):
+        torch.testing.assert_close(g_auto, g_vmap, rtol=1e-12, atol=1e-14)
+
+
+def test_features_path_with_a_head_parameter_shared_by_two_tasks():
+    # Each task's head backward asks only for the parameters it reaches besides the trunk; a
+    # parameter two heads share gets both rows, the others only their own.
+    torch.manual_seed(9)
+    model = SharedNormNet().double()
+    x, y = _inputs(10)
+    params = list(model.parameters())
+
+    def losses_of(features: Tensor) -> dict[str, Tensor]:
+        out = {t: model.heads[t](features).squeeze(1) for t in TASKS}
+        return {
+            "a": ((model.only_a * out["a"] - y[:, 0]) ** 2).mean(),
+            "b": (model.only_a * out["b"] - y[:, 1]).abs().mean(),  # only_a shared by a and b
+            "c": torch.nn.functional.softplus(out["c"] * y[:, 2]).mean(),
+        }
+
+    loop = per_task_grads(losses_of(model.trunk(x)), params, strategy="loop")
+    features = model.trunk(x)
+    through = per_task_grads(losses_of(features), params, features=features)
+    shared = params.index(model.only_a)
+    assert through.touched[:, shared].tolist() == [True, True, False]
+    assert torch.equal(loop.touched, through.touched)
+    for g_loop, g_through in zip(loop.grads, through.grads, strict=True):
+        assert (g_loop is None) == (g_through is None)
+        if g_loop is not None:
+            torch.testing.assert_close(g_loop, g_through, rtol=1e-12, atol=1e-14)
+
+
 def test_features_path_falls_back_when_a_trunk_weight_is_also_used_by_a_head():
     w = torch.tensor([[1.0, -2.0], [0.5, 1.5]], dtype=torch.float64, requires_grad=True)
     x = torch.tensor([[1.0, 2.0]], dtype=torch.float64)

@@ -67,3 +67,14 @@ def test_properties():
     assert_permutation_invariant(ConFIG, rtol=1e-11)
     assert_scale_equivariant(ConFIG)
     assert repr(ConFIG(pref_vector=[1, 2])) == "ConFIG(pref_vector=(1.0, 2.0))"
+
+
+def test_zero_row_has_no_say_and_weights_are_recorded():
+    # A zero row is a zero row of U: it changes neither the direction nor the length.
+    matrix = normal(3, 8, 1003)
+    with_zero = torch.cat([matrix[:1], torch.zeros(1, 8, dtype=matrix.dtype), matrix[1:]])
+    method = ConFIG()
+    assert_close(method(with_zero), ConFIG()(matrix), rtol=1e-12, atol=1e-12)
+    weights = method.diagnostics()["task_weights"]
+    assert len(weights) == 4 and weights[1] == 0.0
+    assert_close(TorchJDConFIG()(with_zero), ConFIG()(matrix), rtol=1e-12, atol=1e-12)

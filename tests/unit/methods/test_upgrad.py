@@ -17,11 +17,19 @@ from _asserts import (
     reference_projection,
 )
 from _inputs import J_BASE, normal, random_matrices
+from torch import Tensor
 from torch.testing import assert_close
+from torchjd.aggregation import DualProj as TorchJDDualProj
 from torchjd.aggregation import UPGrad as TorchJDUPGrad
 
-from taskprio.methods import UPGrad
-from taskprio.methods._upgrad import project_weights
+from taskprio.methods import DualProj, UPGrad
+from taskprio.methods._upgrad import (
+    _primal_dual_active_set,
+    _solve_box_qp,
+    _tolerances,
+    project_weights,
+    solve_box_qps,
+)
 
 
 @pytest.mark.parametrize("matrix", random_matrices(), ids=lambda m: f"{m.shape[0]}x{m.shape[1]}")
@@ -104,3 +112,63 @@ def test_options_are_validated():
     with pytest.raises(ValueError, match="`pref_vector` must be a non-empty sequence"):
         UPGrad(pref_vector=[])
     assert repr(UPGrad()) == "UPGrad(pref_vector=None, norm_eps=0.0001, reg_eps=0.0001)"
+
+
+# -- The solvers: batched primal-dual active set, sequential fallback -------------------------
+
+
+def box_problem(seed: int, num_tasks: int) -> tuple[Tensor, Tensor]:
+    """A regularized, trace-normalized G̃ [K, K] and K random bounds u [K, K] (any signs)."""
+    generator = torch.Generator().manual_seed(seed)
+    matrix = torch.randn(num_tasks, 6, generator=generator, dtype=torch.float64)
+    lower = torch.randn(num_tasks, num_tasks, generator=generator, dtype=torch.float64)
+    return normalized(matrix @ matrix.T), lower
+
+
+@pytest.mark.parametrize("num_tasks", [2, 3, 4, 6])
+def test_batched_solver_matches_exhaustive_reference(num_tasks):
+    for seed in range(4):
+        gramian, lowers = box_problem(seed, num_tasks)
+        _, is_settled = _primal_dual_active_set(
+            gramian.numpy(), lowers.numpy(), _tolerances(lowers.numpy())
+        )
+        assert bool(is_settled.all())  # these settle: the batched path is what is checked
+        solved = torch.from_numpy(solve_box_qps(gramian.numpy(), lowers.numpy(), is_definite=True))
+        for lower, weights in zip(lowers, solved, strict=True):
+            assert_close(weights, reference_projection(lower, gramian), rtol=1e-12, atol=1e-13)
+            assert_kkt(weights, lower, gramian)
+
+
+def test_unsettled_problem_falls_back_to_the_sequential_solver():
+    # Seed 125, K = 4: the primal-dual iterations cycle on one of the four bounds.
+    gramian, lowers = box_problem(125, 4)
+    _, is_settled = _primal_dual_active_set(
+        gramian.numpy(), lowers.numpy(), _tolerances(lowers.numpy())
+    )
+    assert int((~is_settled).sum()) == 1
+    solved = torch.from_numpy(solve_box_qps(gramian.numpy(), lowers.numpy(), is_definite=True))
+    for lower, weights in zip(lowers, solved, strict=True):
+        assert_close(weights, reference_projection(lower, gramian), rtol=1e-12, atol=1e-13)
+        sequential = _solve_box_qp(gramian.numpy(), lower.numpy(), is_definite=True)
+        assert_close(weights, torch.from_numpy(sequential), rtol=1e-12, atol=1e-13)
+
+
+def training_like(num_tasks: int, seed: int) -> Tensor:
+    """[K, 2000] rows of unequal norms sharing a common component, as gradients of related
+    tasks: some pairs conflict, others agree (about half of the pairs for K = 10)."""
+    generator = torch.Generator().manual_seed(seed)
+    common = torch.randn(2000, generator=generator, dtype=torch.float64)
+    rows = torch.randn(num_tasks, 2000, generator=generator, dtype=torch.float64)
+    scales = torch.rand(num_tasks, 1, generator=generator, dtype=torch.float64) * 3
+    return rows * scales + 0.1 * common
+
+
+@pytest.mark.parametrize("num_tasks", range(2, 11))
+def test_matches_torchjd_quadprog_on_training_like_jacobians(num_tasks):
+    pytest.importorskip("quadprog")
+    pytest.importorskip("qpsolvers")
+    for seed in range(3):
+        matrix = training_like(num_tasks, 40 * num_tasks + seed)
+        # quadprog is exact too: 5e-16 relative observed.
+        assert_close(UPGrad()(matrix), TorchJDUPGrad()(matrix), rtol=1e-8, atol=1e-10)
+        assert_close(DualProj()(matrix), TorchJDDualProj()(matrix), rtol=1e-8, atol=1e-10)
