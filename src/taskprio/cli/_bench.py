@@ -79,6 +79,14 @@ def bench(
         base["limit_batches"] = limit_batches
     names = [m.strip() for m in methods.split(",") if m.strip()]
     directory = out or Path("runs") / "bench" / benchmark
+    finished = sorted(directory.rglob("final.json")) if directory.is_dir() else []
+    if finished:
+        console.print(
+            f"reusing {len(finished)} finished run(s) under {directory} whose settings match "
+            "(delete the directory to train them again)",
+            soft_wrap=True,
+            highlight=False,
+        )
     try:
         result = run_bench(
             base, names, output_dir=directory, progress=progress_factory(console, quiet=quiet)
@@ -92,8 +100,14 @@ def bench(
     except NonFiniteLossError as error:
         print_error(console, "stopped", error)
         raise typer.Exit(1) from None
-    runs = result.runs
-    print_runs(console, [], title=f"{benchmark}: test metrics", columns=runs)
+    baselines = {task: list(by_seed.values()) for task, by_seed in result.baselines.items()}
+    print_runs(
+        console,
+        [],
+        title=f"{benchmark}: test metrics",
+        columns=result.runs,
+        baselines=baselines,
+    )
     if report:
         from taskprio.report import write_report
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from taskprio.cli import _bench, _data, _methods, _report, _train
+from taskprio.cli import _bench, _data, _methods, _pareto, _report, _train
 
 app = typer.Typer(
     name="taskprio",
@@ -18,6 +18,8 @@ app.command(name="bench", epilog=_bench.EXAMPLES)(_bench.bench)
 app.command(name="report", epilog=_report.EXAMPLES)(_report.report)
 app.command(name="methods", epilog=_methods.EXAMPLES)(_methods.methods)
 app.command(name="data", epilog=_data.EXAMPLES)(_data.data)
+app.command(name="pareto", epilog=_pareto.EXAMPLES)(_pareto.pareto)
+app.command(name="pareto-front", epilog=_pareto.FRONT_EXAMPLES)(_pareto.pareto_front)
 
 
 def main() -> None:

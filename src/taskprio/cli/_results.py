@@ -49,14 +49,18 @@ def print_runs(
     *,
     title: str,
     columns: Mapping[str, Sequence[BenchmarkRun]] | None = None,
+    baselines: Mapping[str, Sequence[BenchmarkRun]] | None = None,
 ) -> None:
-    """A table: one row per task metric (with its direction), one column per method label.
+    """A table: one row per method label, one column per task metric (with its direction).
+
+    Δm (when known) and the mean training time per run close each row. Mean ± std over seeds.
 
     Args:
         console: where to print.
-        runs: the runs of one method (one column) when ``columns`` is None.
+        runs: the runs of one method (one row) when ``columns`` is None.
         title: the table's title.
-        columns: label → runs over seeds, one column each; Δm and train time rows follow.
+        columns: label → runs over seeds, one row each.
+        baselines: task → its single-task runs over seeds: a first row, ``single-task``.
     """
     if columns is None:
         columns = {runs[0].label: list(runs)} if runs else {}
@@ -66,30 +70,39 @@ def print_runs(
     benchmark = get_benchmark(first.benchmark)
     seeds = sorted({run.seed for group in columns.values() for run in group})
     table = Table(title=f"{title} ({len(seeds)} seed{'s' if len(seeds) != 1 else ''})")
-    table.add_column("task", style="bold")
-    table.add_column("metric")
-    for label in columns:
-        table.add_column(label, justify="right")
-    for spec in benchmark.tasks:
-        if not any(spec.name in group[0].test for group in columns.values()):
-            continue
-        for metric, higher_is_better in spec.metrics:
-            arrow = "↑" if higher_is_better else "↓"
-            cells = []
-            for group in columns.values():
-                values = [run.test[spec.name][metric] for run in group if spec.name in run.test]
-                cells.append(format_value(metric, values) if values else "")
-            name = f"{spec.name} (aux)" if spec.is_auxiliary else spec.name
-            table.add_row(name, f"{metric} {arrow}", *cells)
-    if any(run.delta_m is not None for group in columns.values() for run in group):
+    table.add_column("method", style="bold")
+    shown = [
+        (spec, metric, higher_is_better)
+        for spec in benchmark.tasks
+        if any(spec.name in group[0].test for group in columns.values())
+        for metric, higher_is_better in spec.metrics
+    ]
+    for spec, metric, higher_is_better in shown:
+        auxiliary = " (aux)" if spec.is_auxiliary else ""
+        arrow = "↑" if higher_is_better else "↓"
+        table.add_column(f"{spec.name}{auxiliary}\n{metric} {arrow}", justify="right")
+    has_delta_m = any(run.delta_m is not None for group in columns.values() for run in group)
+    if has_delta_m:
+        table.add_column("Δm %\n↑", justify="right", style="bold")
+    table.add_column("train s\nper run", justify="right")
+    if baselines:
         cells = []
-        for group in columns.values():
-            values = [run.delta_m for run in group if run.delta_m is not None]
-            cells.append(format_value("delta_m", values) if values else "")
-        table.add_row("Δm %", "↑", *cells, style="bold")
-    table.add_row(
-        "",
-        "train s",
-        *(f"{sum(r.train_time_s for r in group) / len(group):.1f}" for group in columns.values()),
-    )
+        for spec, metric, _ in shown:
+            values = [run.test[spec.name][metric] for run in baselines.get(spec.name, ())]
+            cells.append(format_value(metric, values) if values else "")
+        if has_delta_m:
+            cells.append("0.00")
+        every = [run for group in baselines.values() for run in group]
+        cells.append(f"{sum(run.train_time_s for run in every) / max(1, len(every)):.1f}")
+        table.add_row("single-task", *cells, style="dim")
+    for label, group in columns.items():
+        cells = []
+        for spec, metric, _ in shown:
+            values = [run.test[spec.name][metric] for run in group if spec.name in run.test]
+            cells.append(format_value(metric, values) if values else "")
+        if has_delta_m:
+            deltas = [run.delta_m for run in group if run.delta_m is not None]
+            cells.append(format_value("delta_m", deltas) if deltas else "")
+        cells.append(f"{sum(run.train_time_s for run in group) / len(group):.1f}")
+        table.add_row(label, *cells)
     console.print(table)

@@ -59,5 +59,9 @@ def train(
     except NonFiniteLossError as error:
         print_error(console, "stopped", error)
         raise typer.Exit(1) from None
-    print_runs(console, runs, title=f"{experiment.benchmark}: test metrics")
-    console.print(f"run directory: {output_dir}", soft_wrap=True, highlight=False)
+    from taskprio.distributed import is_main_process, shutdown
+
+    if is_main_process():
+        print_runs(console, runs, title=f"{experiment.benchmark}: test metrics")
+        console.print(f"run directory: {output_dir}", soft_wrap=True, highlight=False)
+    shutdown()

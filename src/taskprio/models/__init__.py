@@ -9,11 +9,13 @@
 from taskprio.models._heads import BACKBONES, DenseHead, DenseMultiTaskModel
 from taskprio.models._lenet import MultiLeNet
 from taskprio.models._mlp import MultiTaskMLP
+from taskprio.models._mpnn import MPNN
 from taskprio.models._resnet import ResNet18Dilated
 from taskprio.models._segnet import SegNet
 
 __all__ = [
     "BACKBONES",
+    "MPNN",
     "DenseHead",
     "DenseMultiTaskModel",
     "MultiLeNet",

@@ -85,6 +85,14 @@ def _define_models() -> dict[str, type[pydantic.BaseModel]]:
         every_steps: int = Field(0, ge=0, description="0: only at the end of each epoch.")
         keep: int = Field(2, ge=1, description="Checkpoints kept; older ones are deleted.")
 
+    class DistributedSection(Section):
+        sync_norms: bool = Field(
+            True, description="Batch norms use global-batch statistics (torchrun only)."
+        )
+        bucket: Literal["all", "task"] = Field(
+            "all", description="One all-reduce for all tasks' gradients, or one per task."
+        )
+
     class ExperimentConfig(Section):
         benchmark: str
         name: str | None = Field(None, description="Label in reports; default: method[+weighting].")
@@ -96,6 +104,7 @@ def _define_models() -> dict[str, type[pydantic.BaseModel]]:
         schedule: ScheduleSection = Field(default_factory=lambda: ScheduleSection())
         data: DataSection = Field(default_factory=lambda: DataSection())
         checkpoint: CheckpointSection = Field(default_factory=lambda: CheckpointSection())
+        distributed: DistributedSection = Field(default_factory=lambda: DistributedSection())
         epochs: int | None = Field(None, ge=1, description="None: the benchmark's default.")
         batch_size: int | None = Field(None, ge=1, description="None: the benchmark's default.")
         seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
@@ -118,6 +127,7 @@ def _define_models() -> dict[str, type[pydantic.BaseModel]]:
             ScheduleSection,
             DataSection,
             CheckpointSection,
+            DistributedSection,
             ExperimentConfig,
         )
     }

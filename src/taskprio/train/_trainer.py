@@ -281,7 +281,19 @@ class Trainer:
         self.tasks = tuple(spec.name for spec in self.benchmark.select(config.tasks))
         self.epochs = _epochs(config, self.benchmark)
         self.batch_size = config.batch_size or self.benchmark.batch_size
-        self.device = resolve_device(config.device)
+        from taskprio.distributed import init_from_env
+
+        # Under torchrun: join the process group; each rank trains on its part of every
+        # global batch and the per-task gradients are averaged before any method sees them.
+        self.rank_info = init_from_env(
+            device=None if config.device == "auto" else resolve_device(config.device)
+        )
+        self.world_size = self.rank_info.world_size
+        self.device = (
+            self.rank_info.device if self.world_size > 1 else resolve_device(config.device)
+        )
+        if not self.rank_info.is_main_process:
+            self.progress = None
         self.label = "single" if role == "baseline" else method_label(config)
         self._method = method
         self._weighting = weighting
@@ -295,6 +307,14 @@ class Trainer:
         self.model: nn.Module = self.benchmark.make_model(
             self.tasks, task_norms=config.model.task_norms
         ).to(self.device)
+        gradient_sync = None
+        if self.world_size > 1:
+            from taskprio.distributed import GradientSync, broadcast_module, sync_batch_norms
+
+            if config.distributed.sync_norms:
+                self.model = sync_batch_norms(self.model)
+            broadcast_module(self.model)
+            gradient_sync = GradientSync(bucket=config.distributed.bucket)
         lr = config.optimizer.lr or self.benchmark.lr
         self.optimizer = _OPTIMIZERS[config.optimizer.name](
             self.model.parameters(), config.optimizer, lr
@@ -306,7 +326,12 @@ class Trainer:
             config.weighting.name, config.weighting.options, epochs=self.epochs, seed=self.seed
         )
         self.step = MultiTaskStep(
-            self.model, self.optimizer, self.tasks, method=method, weighting=weighting
+            self.model,
+            self.optimizer,
+            self.tasks,
+            method=method,
+            weighting=weighting,
+            gradient_sync=gradient_sync,
         )
         root = config.data.root
         self.splits: dict[str, BenchmarkSplit] = {}
@@ -361,7 +386,11 @@ class Trainer:
                 "history": [dict(e) for e in self.epoch_losses],
                 "val": {t: dict(m) for t, m in self.val.items()},
             },
-            ckpt.COUNTERS: {"skipped_steps": self.skipped_steps, "train_time_s": self.train_time_s},
+            ckpt.COUNTERS: {
+                "skipped_steps": self.skipped_steps,
+                "train_time_s": self.train_time_s,
+                "world_size": self.world_size,
+            },
             ckpt.CONFIG: dump_config(self.config),
             ckpt.VERSION: _version(),
         }
@@ -402,19 +431,23 @@ class Trainer:
         """
         if not self._built:
             self._build()
-        log = None if self.run_dir is None else RunLog(self.run_dir)
-        if resume:
-            if log is None:
-                raise ValueError("`resume` needs a run directory.")
-            found = ckpt.latest_checkpoint(log.checkpoints)
+        if resume and self.run_dir is None:
+            raise ValueError("`resume` needs a run directory.")
+        # Every rank reads checkpoints (a shared file system); only rank 0 writes files.
+        files = None if self.run_dir is None else RunLog(self.run_dir)
+        log = files if self.rank_info.is_main_process else None
+        if resume and files is not None:
+            found = ckpt.latest_checkpoint(files.checkpoints)
             if found is None:
                 raise FileNotFoundError(
-                    f"no usable checkpoint under {str(log.checkpoints)!r}; start the run "
+                    f"no usable checkpoint under {str(files.checkpoints)!r}; start the run "
                     "again without --resume."
                 )
             self._check_resumable(found[1])
             self.load_state_dict(found[1])
-            log.truncate(epoch=self.epoch, global_step=self.global_step)
+            self._barrier()  # nobody writes before every rank has read
+            if log is not None:
+                log.truncate(epoch=self.epoch, global_step=self.global_step)
         elif log is not None:
             log.start(self.config, self._environment())
         if self.progress is not None:
@@ -443,6 +476,8 @@ class Trainer:
         ):
             if self.batch >= self.steps_per_epoch:
                 break
+            if self.world_size > 1:
+                x, labels, masks = _rank_part((x, labels, masks), self.rank_info)
             x, labels, masks = _to_device((x, labels, masks), self.device)
             record = self._step(x, labels, masks, log)
             self.batch += 1
@@ -526,14 +561,20 @@ class Trainer:
         return record
 
     def _closure(
-        self, x: Tensor, labels: Mapping[str, Tensor], masks: Mapping[str, Tensor]
+        self,
+        x: Tensor,
+        labels: Mapping[str, Tensor],
+        masks: Mapping[str, Tensor],
+        *,
+        skip_unlabeled: bool = True,
     ) -> Callable[[str], Tensor | None]:
         model, benchmark = self.model, self.benchmark
 
         def task_loss(task: str) -> Tensor | None:
             with active_task(model, task):
                 output = model.forward_task(x, task)  # type: ignore[operator]
-            return benchmark.losses({task: output}, labels, masks).get(task)
+            losses = benchmark.losses({task: output}, labels, masks, skip_unlabeled=skip_unlabeled)
+            return losses.get(task)
 
         return task_loss
 
@@ -549,9 +590,21 @@ class Trainer:
             keep=self.config.checkpoint.keep,
         )
 
+    def _barrier(self) -> None:
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
     def _check_resumable(self, state: Mapping[str, Any]) -> None:
         import yaml
 
+        saved_world = int(state[ckpt.COUNTERS].get("world_size", 1))
+        if saved_world != self.world_size:
+            raise ValueError(
+                f"cannot resume: the checkpoint was written by {saved_world} process(es) and "
+                f"this run has {self.world_size}; resume with the same world size."
+            )
         saved = yaml.safe_load(state[ckpt.CONFIG])
         current = yaml.safe_load(dump_config(self.config))
         for key in ("benchmark", "tasks", "model", "batch_size", "data"):
@@ -651,6 +704,17 @@ def run_delta_m(
             reference[key] = baselines[spec.name][metric]
             lower[key] = not higher_is_better
     return delta_m(values, reference, lower)
+
+
+def _rank_part(batch: Any, info: Any) -> Any:
+    """This rank's contiguous part of every tensor of a global batch (``tensor_split``)."""
+    if isinstance(batch, Tensor):
+        return batch.tensor_split(info.world_size)[info.rank]
+    if isinstance(batch, Mapping):
+        return {key: _rank_part(value, info) for key, value in batch.items()}
+    if isinstance(batch, tuple):
+        return tuple(_rank_part(value, info) for value in batch)
+    return batch
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:

@@ -50,7 +50,8 @@ def test_bench_two_seeds_writes_baselines_runs_and_a_report_that_parses(tmp_path
     # Baselines are reused: a second bench with another method trains only that method.
     again = runner.invoke(app, [*arguments[:3], "pcgrad", *arguments[4:]], terminal_width=200)
     assert again.exit_code == 0, again.output
-    assert "single-task" not in again.output and "pcgrad seed 1" in again.output
+    assert "single-task left seed" not in again.output and "pcgrad seed 1" in again.output
+    assert "reusing 8 finished run(s)" in again.output
 
 
 def test_unknown_benchmark_or_method_exits_2():

@@ -8,7 +8,12 @@ import pytest
 
 from taskprio.train import load_config
 
-CONFIGS = sorted((Path(__file__).parents[3] / "configs").rglob("*.yaml"))
+# configs/pareto/ holds `taskprio pareto` configs, checked in tests/unit/cli/test_pareto_command.py.
+CONFIGS = sorted(
+    path
+    for path in (Path(__file__).parents[3] / "configs").rglob("*.yaml")
+    if path.parent.name != "pareto"
+)
 
 
 def test_there_is_a_config_for_every_offline_benchmark():
