@@ -77,7 +77,9 @@ class RunProgress:
         shown = "  ".join(f"{t} {v:.4g}" for t, v in list(main.items())[:SHOWN_TASKS])
         self.console.print(
             f"[dim]{self.name}[/] epoch {epoch + 1}/{self.epochs}  "
-            f"loss {format_losses(train_losses)}  │  val {shown}"
+            f"loss {format_losses(train_losses)}  │  val {shown}",
+            soft_wrap=True,
+            highlight=False,
         )
         if epoch + 1 == self.epochs and self.progress is not None:
             self.progress.stop()

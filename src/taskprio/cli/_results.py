@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from taskprio.data import get_benchmark
+from taskprio.data import TaskSpec, get_benchmark
 from taskprio.metrics import mean_std
 from taskprio.train import BenchmarkRun
 
@@ -77,6 +77,9 @@ def print_runs(
         if any(spec.name in group[0].test for group in columns.values())
         for metric, higher_is_better in spec.metrics
     ]
+    if len(shown) > max(4, len(columns)):
+        _print_by_metric(console, str(table.title or title), shown, columns, baselines)
+        return
     for spec, metric, higher_is_better in shown:
         auxiliary = " (aux)" if spec.is_auxiliary else ""
         arrow = "↑" if higher_is_better else "↓"
@@ -105,4 +108,45 @@ def print_runs(
             cells.append(format_value("delta_m", deltas) if deltas else "")
         cells.append(f"{sum(run.train_time_s for run in group) / len(group):.1f}")
         table.add_row(label, *cells)
+    console.print(table)
+
+
+def _print_by_metric(
+    console: Console,
+    title: str,
+    shown: Sequence[tuple[TaskSpec, str, bool]],
+    columns: Mapping[str, Sequence[BenchmarkRun]],
+    baselines: Mapping[str, Sequence[BenchmarkRun]] | None,
+) -> None:
+    """Many task metrics, few methods: one row per task metric, one column per method."""
+    table = Table(title=title)
+    table.add_column("task", style="bold")
+    table.add_column("metric")
+    groups = dict(columns)
+    if baselines:
+        table.add_column("single-task", justify="right", style="dim")
+    for label in groups:
+        table.add_column(label, justify="right")
+    for spec, metric, higher_is_better in shown:
+        cells = []
+        if baselines:
+            values = [run.test[spec.name][metric] for run in baselines.get(spec.name, ())]
+            cells.append(format_value(metric, values) if values else "")
+        for group in groups.values():
+            values = [run.test[spec.name][metric] for run in group if spec.name in run.test]
+            cells.append(format_value(metric, values) if values else "")
+        name = f"{spec.name} (aux)" if spec.is_auxiliary else spec.name
+        table.add_row(name, f"{metric} {'↑' if higher_is_better else '↓'}", *cells)
+    if any(run.delta_m is not None for group in groups.values() for run in group):
+        cells = ["0.00"] if baselines else []
+        for group in groups.values():
+            deltas = [run.delta_m for run in group if run.delta_m is not None]
+            cells.append(format_value("delta_m", deltas) if deltas else "")
+        table.add_row("Δm %", "↑", *cells, style="bold")
+    times = []
+    if baselines:
+        every = [run for group in baselines.values() for run in group]
+        times.append(f"{sum(r.train_time_s for r in every) / max(1, len(every)):.1f}")
+    times += [f"{sum(r.train_time_s for r in g) / len(g):.1f}" for g in groups.values()]
+    table.add_row("", "train s per run", *times)
     console.print(table)

@@ -361,7 +361,9 @@ def _legend(
                 label=label,
             )
         )
-    figure.legend(handles=handles, loc="outside lower center", ncols=min(len(labels), 6))
+    # About 1.7 inches per entry keeps the longest labels ("sum+uncertainty") inside the figure.
+    fitting = max(1, int(figure.get_size_inches()[0] / 1.7))
+    figure.legend(handles=handles, loc="outside lower center", ncols=min(len(labels), fitting))
 
 
 def _log_if_wide(ax: Axes, values: Sequence[float]) -> None:
