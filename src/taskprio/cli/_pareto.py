@@ -44,9 +44,9 @@ from taskprio.pareto import (
     simplex_preferences,
     train_pareto,
 )
-from taskprio.pareto._config import read_yaml_mapping
 from taskprio.train import CheckpointError, ConfigError, apply_overrides, resolve_device
 from taskprio.train._checkpoint import load_checkpoint, save_checkpoint
+from taskprio.train._config import read_yaml_mapping
 
 EXAMPLES = (
     "Examples: taskprio pareto yeast --tasks class1,class2 --epochs 5  ·  "

@@ -362,6 +362,38 @@ def split_rows(
     }
 
 
+def read_split_qm9(
+    source_dir: Path,
+    *,
+    seed: int,
+    num_train: int,
+    num_val: int,
+    max_molecules: int | None,
+) -> tuple[
+    NDArray[np.int64],
+    NDArray[np.float64],
+    NDArray[np.int64],
+    NDArray[np.float64],
+    dict[Split, NDArray[np.int64]],
+]:
+    """The CSVs read (:func:`read_qm9`) and split (:func:`split_rows`), arguments checked.
+
+    Shared by every cache built from QM9, so that they hold the same molecules in the same
+    splits.
+    """
+    if seed < 0:
+        raise ValueError(f"`seed` must be non-negative, but got {seed}.")
+    if num_train < 1 or num_val < 1:
+        raise ValueError(
+            f"`num_train` and `num_val` must be positive, but got {num_train} and {num_val}."
+        )
+    if max_molecules is not None and max_molecules < 3:
+        raise ValueError(f"`max_molecules` must be at least 3, but got {max_molecules}.")
+    index, targets, atomic_numbers, positions = read_qm9(source_dir, max_molecules=max_molecules)
+    rows = split_rows(len(index), seed=seed, num_train=num_train, num_val=num_val)
+    return index, targets, atomic_numbers, positions, rows
+
+
 def build_qm9(
     source_dir: Path | None = None,
     out: Path | None = None,
@@ -392,18 +424,11 @@ def build_qm9(
     >>> build_qm9()  # doctest: +SKIP
     PosixPath('data/qm9.npz')
     """
-    if seed < 0:
-        raise ValueError(f"`seed` must be non-negative, but got {seed}.")
-    if num_train < 1 or num_val < 1:
-        raise ValueError(
-            f"`num_train` and `num_val` must be positive, but got {num_train} and {num_val}."
-        )
-    if max_molecules is not None and max_molecules < 3:
-        raise ValueError(f"`max_molecules` must be at least 3, but got {max_molecules}.")
     source_dir = qm9pack_data_dir() if source_dir is None else source_dir
     out = data_root() / CACHE_FILENAME if out is None else out
-    index, targets, atomic_numbers, positions = read_qm9(source_dir, max_molecules=max_molecules)
-    rows = split_rows(len(index), seed=seed, num_train=num_train, num_val=num_val)
+    index, targets, atomic_numbers, positions, rows = read_split_qm9(
+        source_dir, seed=seed, num_train=num_train, num_val=num_val, max_molecules=max_molecules
+    )
     features = molecule_features(atomic_numbers, positions)
     train_features, train_targets = features[rows["train"]], targets[rows["train"]]
     arrays: dict[str, NDArray[np.generic]] = {

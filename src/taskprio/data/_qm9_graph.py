@@ -37,8 +37,7 @@ from taskprio.data._qm9 import (
     TASKS,
     _sha256,
     qm9pack_data_dir,
-    read_qm9,
-    split_rows,
+    read_split_qm9,
 )
 from taskprio.data._tensor_dataset import SPLITS, Split, TensorMultiTaskDataset
 from taskprio.models._mpnn import MPNN
@@ -83,18 +82,11 @@ def build_qm9_graph(
     >>> build_qm9_graph()  # doctest: +SKIP
     PosixPath('data/qm9_graph.npz')
     """
-    if seed < 0:
-        raise ValueError(f"`seed` must be non-negative, but got {seed}.")
-    if num_train < 1 or num_val < 1:
-        raise ValueError(
-            f"`num_train` and `num_val` must be positive, but got {num_train} and {num_val}."
-        )
-    if max_molecules is not None and max_molecules < 3:
-        raise ValueError(f"`max_molecules` must be at least 3, but got {max_molecules}.")
     source_dir = qm9pack_data_dir() if source_dir is None else source_dir
     out = data_root() / CACHE_FILENAME if out is None else out
-    index, targets, atomic_numbers, positions = read_qm9(source_dir, max_molecules=max_molecules)
-    rows = split_rows(len(index), seed=seed, num_train=num_train, num_val=num_val)
+    index, targets, atomic_numbers, positions, rows = read_split_qm9(
+        source_dir, seed=seed, num_train=num_train, num_val=num_val, max_molecules=max_molecules
+    )
     train_targets = targets[rows["train"]]
     arrays: dict[str, NDArray[np.generic]] = {
         KEY_VERSION: np.asarray(FORMAT_VERSION, dtype=np.int64),

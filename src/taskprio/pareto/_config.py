@@ -27,7 +27,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from taskprio.train._config import ConfigError, _describe, _suggest, apply_overrides
+from taskprio.train._config import (
+    _suggest,
+    apply_overrides,
+    read_yaml_mapping,
+    validate_config,
+)
 
 if TYPE_CHECKING:
     import pydantic
@@ -109,21 +114,7 @@ def parse_pareto_config(raw: Mapping[str, Any]) -> Any:
     Raises:
         ConfigError: one line per problem, each starting with its key.
     """
-    from pydantic import ValidationError
-
-    model = _pareto_model()
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"invalid config: expected a mapping of keys, got {type(raw).__name__}.")
-    problems: list[str] = []
-    config = None
-    try:
-        config = model.model_validate(dict(raw))
-    except ValidationError as error:
-        problems = [_describe(item, model) for item in error.errors()]
-    problems += _check_names(raw)
-    if problems:
-        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
-    return config
+    return validate_config(_pareto_model(), raw, _check_names)
 
 
 def load_pareto_config(path: Path | str, overrides: Sequence[str] = ()) -> Any:
@@ -141,22 +132,6 @@ def load_pareto_config(path: Path | str, overrides: Sequence[str] = ()) -> Any:
         ConfigError: the file is missing or not a YAML mapping, or validation fails.
     """
     return parse_pareto_config(apply_overrides(read_yaml_mapping(path), overrides))
-
-
-def read_yaml_mapping(path: Path | str) -> dict[str, Any]:
-    """The mapping in a YAML file; a :class:`~taskprio.train.ConfigError` otherwise."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist.")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {error}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys.")
-    return raw
 
 
 def simplex_preferences(rows: Sequence[Sequence[float]], tasks: Sequence[str]) -> Tensor:

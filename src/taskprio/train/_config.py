@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -153,18 +153,36 @@ def parse_config(raw: Mapping[str, Any]) -> Any:
     Raises:
         ConfigError: one line per problem, each starting with the key path.
     """
+    return validate_config(_models()["ExperimentConfig"], raw, _check_names)
+
+
+def validate_config(
+    model: type[pydantic.BaseModel],
+    raw: Mapping[str, Any],
+    check_names: Callable[[Mapping[str, Any]], list[str]],
+) -> Any:
+    """Validate ``raw`` with a pydantic ``model`` plus name checks; report every problem at once.
+
+    Args:
+        model: the config's pydantic model (sections with ``extra="forbid"``).
+        raw: the mapping, as read from YAML.
+        check_names: ``raw -> problems`` for what pydantic cannot know (registry names,
+            constructor options); it must cope with malformed input.
+
+    Raises:
+        ConfigError: one line per problem, each starting with the key path.
+    """
     from pydantic import ValidationError
 
-    experiment = _models()["ExperimentConfig"]
     if not isinstance(raw, Mapping):
         raise ConfigError(f"invalid config: expected a mapping of keys, got {type(raw).__name__}.")
     problems = []
     config = None
     try:
-        config = experiment.model_validate(dict(raw))
+        config = model.model_validate(dict(raw))
     except ValidationError as error:
-        problems = [_describe(item, experiment) for item in error.errors()]
-    problems += _check_names(raw)
+        problems = [_describe(item, model) for item in error.errors()]
+    problems += check_names(raw)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
     return config
@@ -185,6 +203,11 @@ def load_config(path: Path | str, overrides: Sequence[str] = ()) -> Any:
         ConfigError: the file is missing or not YAML, an override is malformed, or validation
             fails.
     """
+    return parse_config(apply_overrides(read_yaml_mapping(path), overrides))
+
+
+def read_yaml_mapping(path: Path | str) -> dict[str, Any]:
+    """The mapping in a YAML file; a :class:`ConfigError` naming the file otherwise."""
     import yaml
 
     path = Path(path)
@@ -196,7 +219,7 @@ def load_config(path: Path | str, overrides: Sequence[str] = ()) -> Any:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {error}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys.")
-    return parse_config(apply_overrides(raw, overrides))
+    return raw
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
