@@ -1,4 +1,7 @@
-"""`taskprio train` under torchrun (2 gloo processes) ends where one process ends."""
+"""`taskprio train` under torchrun (2 gloo processes) ends where one process ends.
+
+Unequal parts (63 = 32 + 31 samples) and hidden labels make the per-rank label counts matter.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ benchmark: yeast
 tasks: [class1, class2, class3]
 epochs: 2
 limit_batches: 4
-batch_size: 64
+batch_size: 63
+data: {partial_labels: 0.3}
 method: {name: cso}
 device: cpu
 """

@@ -115,6 +115,9 @@ def _define_models() -> dict[str, type[pydantic.BaseModel]]:
             None, ge=1, description="Train on the first n batches of each epoch (smoke tests)."
         )
         on_nonfinite: Literal["stop", "skip"] = "stop"
+        precision: Literal["fp32", "bf16"] = Field(
+            "fp32", description="bf16: forwards under torch.autocast; gradients stay float32."
+        )
 
     return {
         model.__name__: model

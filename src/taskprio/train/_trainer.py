@@ -528,13 +528,34 @@ class Trainer:
         # Norm statistics move in the forward even when the step then stops on a non-finite
         # loss; they are put back so that a skipped or failed step leaves no trace.
         buffers = [buffer.clone() for buffer in self.model.buffers()]
+        # Distributed: every rank gives every task a loss (an exact 0 without labels) and the
+        # label counts weigh the ranks, so that each task's gradient is its global-batch mean
+        # and every rank runs the same collectives.
+        distributed = self.world_size > 1
+        counts = None
+        if distributed:
+            from taskprio.distributed import label_counts
+
+            counts = label_counts({t: masks[t] for t in self.tasks})
+        # bf16: the forwards run under autocast; MultiTaskStep turns it off for the per-task
+        # gradient matrix, the weighting and the method, which stay in float32.
+        autocast = torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"
+        )
         try:
-            if self.uses_closure:
-                record = self.step(self._closure(x, labels, masks), epoch=self.epoch)
-            else:
-                outputs = self.model(x)
-                losses = self.benchmark.losses({t: outputs[t] for t in self.tasks}, labels, masks)
-                record = self.step(losses, epoch=self.epoch)
+            with autocast:
+                if self.uses_closure:
+                    closure = self._closure(x, labels, masks, skip_unlabeled=not distributed)
+                    record = self.step(closure, epoch=self.epoch, sample_counts=counts)
+                else:
+                    outputs = self.model(x)
+                    losses = self.benchmark.losses(
+                        {t: outputs[t] for t in self.tasks},
+                        labels,
+                        masks,
+                        skip_unlabeled=not distributed,
+                    )
+                    record = self.step(losses, epoch=self.epoch, sample_counts=counts)
         except FloatingPointError as error:
             with torch.no_grad():
                 for buffer, saved_buffer in zip(self.model.buffers(), buffers, strict=True):

@@ -217,3 +217,21 @@ def test_run_experiment_trains_each_seed_and_resume_reads_finished_ones(tmp_path
     assert runs[0].test != runs[1].test
     again = run_experiment(config, output_dir=tmp_path, resume=True)
     assert [run.test for run in again] == [run.test for run in runs]
+
+
+def test_bf16_precision_runs_the_forwards_under_autocast():
+    config = _config(method={"name": "sum"}, weighting={"name": "equal"}, epochs=1)
+    bf16 = Trainer(_config(method={"name": "sum"}, weighting={"name": "equal"}, epochs=1,
+                           precision="bf16"), seed=0)  # fmt: skip
+    dtypes = set()
+    bf16._build()
+    first_linear = next(m for m in bf16.model.modules() if isinstance(m, torch.nn.Linear))
+    first_linear.register_forward_hook(lambda module, inputs, output: dtypes.add(output.dtype))
+    run = bf16.fit()
+    assert torch.bfloat16 in dtypes
+    assert all(p.dtype == torch.float32 for p in bf16.model.parameters())
+    reference = Trainer(config, seed=0).fit()
+    assert run.epoch_losses != reference.epoch_losses
+    assert all(abs(a - b) < 0.05 for a, b in zip(
+        run.epoch_losses[0].values(), reference.epoch_losses[0].values(), strict=True
+    ))  # fmt: skip
