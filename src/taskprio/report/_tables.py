@@ -186,11 +186,11 @@ def run_delta_m(run: RunRecord, runs: RunSet) -> RunDeltaM:
         return RunDeltaM(math.nan, seed_matched)
     from taskprio.metrics import delta_m
 
-    try:
-        value = delta_m(method_values, baseline_values, lower_is_better)
-    except ValueError as error:
-        raise ValueError(f"Δm of {run}: {error}") from None
-    return RunDeltaM(value, seed_matched)
+    if any(value <= 0 for value in baseline_values.values()):
+        # Δm divides by each baseline value: undefined when one is 0 (e.g. an F1 of a
+        # baseline that never predicts the positive class); shown like a non-finite value.
+        return RunDeltaM(math.nan, seed_matched)
+    return RunDeltaM(delta_m(method_values, baseline_values, lower_is_better), seed_matched)
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@ a comparison as::
     <out>/baselines/<task>/seed<k>/    one single-task model per task and seed (Δm's reference)
     <out>/<label>/seed<k>/             each method, e.g. ``sum``, ``cso``, ``sum+uncertainty``
 
-Baselines are trained once: a baseline directory that already holds a finished run with the
-same settings is reused, so adding a method to a comparison costs only that method.
+Baselines are trained once: a directory that already holds a finished run with the same
+settings is reused (one with other settings is trained again), so adding a method to a
+comparison costs only that method.
 """
 
 from __future__ import annotations
@@ -164,6 +165,7 @@ def run_bench(
         for seed in reference.seeds
     }
     for label, config in configs.items():
+        _discard_stale(output_dir / label, config)
         result.runs[label] = run_experiment(
             config,
             output_dir=output_dir / label,
@@ -175,7 +177,7 @@ def run_bench(
 
 
 def _discard_stale(directory: Path, config: Any) -> None:
-    """Remove baseline seeds trained with other settings, so that they are trained again."""
+    """Remove seed runs trained with other settings, so that they are trained again."""
     import shutil
 
     import yaml

@@ -661,7 +661,12 @@ class Trainer:
             skipped_steps=self.skipped_steps,
         )
         if self.baselines is not None:
-            run.delta_m = run_delta_m(self.benchmark, run, self.baselines)
+            try:
+                run.delta_m = run_delta_m(self.benchmark, run, self.baselines)
+            except ValueError as error:  # e.g. a baseline metric of 0: Δm is undefined
+                import warnings
+
+                warnings.warn(f"no Δm for {self.label} seed {self.seed}: {error}", stacklevel=2)
         if log is not None:
             log.final(self._final(run))
         return run

@@ -235,3 +235,26 @@ def test_bf16_precision_runs_the_forwards_under_autocast():
     assert all(abs(a - b) < 0.05 for a, b in zip(
         run.epoch_losses[0].values(), reference.epoch_losses[0].values(), strict=True
     ))  # fmt: skip
+
+
+def test_bench_reuses_matching_runs_and_retrains_changed_ones(tmp_path):
+    from taskprio.train import run_bench
+
+    base = {"benchmark": "yeast", "tasks": ["class1", "class2"], "limit_batches": 2,
+            "epochs": 1, "device": "cpu"}  # fmt: skip
+    import warnings
+
+    with warnings.catch_warnings():
+        # Two batches leave some F1 at 0, for which Δm is undefined (warned, stored as None).
+        warnings.simplefilter("ignore", UserWarning)
+        first = run_bench(base, ["sum"], output_dir=tmp_path)
+        again = run_bench(base, ["sum"], output_dir=tmp_path)
+        changed = run_bench({**base, "epochs": 2}, ["sum"], output_dir=tmp_path)
+    assert again.runs["sum"][0].train_time_s == first.runs["sum"][0].train_time_s  # reused
+    assert changed.runs["sum"][0].epochs == 2
+    assert changed.baselines["class1"][0].epochs == 2
+    # A report is written even when a baseline metric of 0 leaves Δm undefined.
+    from taskprio.report import write_report
+
+    report = write_report([tmp_path], out_dir=tmp_path).read_text()
+    assert "| sum | equal |" in report
