@@ -58,12 +58,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import importlib.util
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
+from torch import Tensor
 
 from taskprio.data._cache import KEY_VERSION, build_command, read_npz, write_npz
 from taskprio.data._paths import data_root
@@ -430,23 +432,73 @@ def build_qm9(
         source_dir, seed=seed, num_train=num_train, num_val=num_val, max_molecules=max_molecules
     )
     features = molecule_features(atomic_numbers, positions)
-    train_features, train_targets = features[rows["train"]], targets[rows["train"]]
+    train_features = features[rows["train"]]
+    arrays = target_cache_arrays(
+        source_dir, seed=seed, format_version=FORMAT_VERSION, index=index, targets=targets,
+        rows=rows,
+    )  # fmt: skip
+    arrays["features"] = features.astype(np.float32)
+    arrays["feature_mean"] = train_features.mean(axis=0)
+    arrays["feature_std"] = train_features.std(axis=0)
+    return write_npz(out, arrays)
+
+
+def target_cache_arrays(
+    source_dir: Path,
+    *,
+    seed: int,
+    format_version: int,
+    index: NDArray[np.int64],
+    targets: NDArray[np.float64],
+    rows: Mapping[Split, NDArray[np.int64]],
+) -> dict[str, NDArray[np.generic]]:
+    """The entries every QM9 cache holds: provenance, targets, their train statistics, splits.
+
+    Args:
+        source_dir: the CSV folder (its checksum is stored).
+        seed: the split seed.
+        format_version: the cache's format version.
+        index: [M] the molecules' QM9 indices.
+        targets: [M, 11] the targets in standard units.
+        rows: split → the rows of that split.
+    """
+    train_targets = targets[rows["train"]]
     arrays: dict[str, NDArray[np.generic]] = {
-        KEY_VERSION: np.asarray(FORMAT_VERSION, dtype=np.int64),
+        KEY_VERSION: np.asarray(format_version, dtype=np.int64),
         KEY_SEED: np.asarray(seed, dtype=np.int64),
         KEY_SOURCE_SHA256: np.asarray(_sha256(source_dir)),
         "tasks": np.asarray(TASKS),
         "index": index,
-        "features": features.astype(np.float32),
         "targets": targets,
-        "feature_mean": train_features.mean(axis=0),
-        "feature_std": train_features.std(axis=0),
         "target_mean": train_targets.mean(axis=0),
         "target_std": train_targets.std(axis=0),
     }
     for split in SPLITS:
         arrays[f"{split}_rows"] = rows[split]
-    return write_npz(out, arrays)
+    return arrays
+
+
+def normalized_target_split(
+    inputs: Tensor, arrays: Mapping[str, NDArray[Any]], rows: NDArray[Any]
+) -> TensorMultiTaskDataset:
+    """A split of ``inputs`` with each task's targets normalized by the stored train statistics.
+
+    Args:
+        inputs: [N, ...] the split's inputs.
+        arrays: a loaded cache with ``targets``, ``target_mean`` and ``target_std``.
+        rows: [N] the split's rows of ``targets``.
+    """
+    target_mean = np.asarray(arrays["target_mean"], dtype=np.float64)
+    target_std = np.asarray(arrays["target_std"], dtype=np.float64)
+    normalized = (arrays["targets"][rows] - target_mean) / target_std  # [N, 11]
+    labels = torch.from_numpy(normalized.astype(np.float32))
+    return TensorMultiTaskDataset(
+        inputs,
+        {task: labels[:, k].contiguous() for k, task in enumerate(TASKS)},
+        target_normalization={
+            task: (float(target_mean[k]), float(target_std[k])) for k, task in enumerate(TASKS)
+        },
+    )
 
 
 def load_qm9(split: Split, root: Path | None = None) -> TensorMultiTaskDataset:
@@ -501,14 +553,4 @@ def load_qm9(split: Split, root: Path | None = None) -> TensorMultiTaskDataset:
     feature_std = np.asarray(arrays["feature_std"], dtype=np.float64)
     feature_std = np.where(feature_std > 0, feature_std, 1.0)  # constant features stay 0
     standardized = (features[rows].astype(np.float64) - feature_mean) / feature_std
-    target_mean = np.asarray(arrays["target_mean"], dtype=np.float64)
-    target_std = np.asarray(arrays["target_std"], dtype=np.float64)
-    normalized = (targets[rows] - target_mean) / target_std  # [N, 11]
-    labels = torch.from_numpy(normalized.astype(np.float32))
-    return TensorMultiTaskDataset(
-        torch.from_numpy(standardized.astype(np.float32)),
-        {task: labels[:, k].contiguous() for k, task in enumerate(TASKS)},
-        target_normalization={
-            task: (float(target_mean[k]), float(target_std[k])) for k, task in enumerate(TASKS)
-        },
-    )
+    return normalized_target_split(torch.from_numpy(standardized.astype(np.float32)), arrays, rows)

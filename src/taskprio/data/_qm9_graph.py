@@ -23,21 +23,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from numpy.typing import NDArray
 from torch import nn
 
 from taskprio.data._benchmark import BENCHMARKS, Benchmark, TaskSpec, regression_task
-from taskprio.data._cache import KEY_VERSION, build_command, read_npz, write_npz
+from taskprio.data._cache import build_command, read_npz, write_npz
 from taskprio.data._paths import data_root
 from taskprio.data._qm9 import (
-    KEY_SEED,
-    KEY_SOURCE_SHA256,
     MAX_ATOMS,
     PIP_COMMAND,
     TASKS,
-    _sha256,
+    normalized_target_split,
     qm9pack_data_dir,
     read_split_qm9,
+    target_cache_arrays,
 )
 from taskprio.data._tensor_dataset import SPLITS, Split, TensorMultiTaskDataset
 from taskprio.models._mpnn import MPNN
@@ -87,21 +85,12 @@ def build_qm9_graph(
     index, targets, atomic_numbers, positions, rows = read_split_qm9(
         source_dir, seed=seed, num_train=num_train, num_val=num_val, max_molecules=max_molecules
     )
-    train_targets = targets[rows["train"]]
-    arrays: dict[str, NDArray[np.generic]] = {
-        KEY_VERSION: np.asarray(FORMAT_VERSION, dtype=np.int64),
-        KEY_SEED: np.asarray(seed, dtype=np.int64),
-        KEY_SOURCE_SHA256: np.asarray(_sha256(source_dir)),
-        "tasks": np.asarray(TASKS),
-        "index": index,
-        "atomic_numbers": atomic_numbers.astype(np.int8),
-        "positions": positions.astype(np.float32),
-        "targets": targets,
-        "target_mean": train_targets.mean(axis=0),
-        "target_std": train_targets.std(axis=0),
-    }
-    for split in SPLITS:
-        arrays[f"{split}_rows"] = rows[split]
+    arrays = target_cache_arrays(
+        source_dir, seed=seed, format_version=FORMAT_VERSION, index=index, targets=targets,
+        rows=rows,
+    )  # fmt: skip
+    arrays["atomic_numbers"] = atomic_numbers.astype(np.int8)
+    arrays["positions"] = positions.astype(np.float32)
     return write_npz(out, arrays)
 
 
@@ -159,17 +148,7 @@ def load_qm9_graph(split: Split, root: Path | None = None) -> TensorMultiTaskDat
     inputs = np.concatenate(
         [numbers[rows, :, None].astype(np.float32), positions[rows].astype(np.float32)], axis=2
     )  # [N, 29, 4]
-    target_mean = np.asarray(arrays["target_mean"], dtype=np.float64)
-    target_std = np.asarray(arrays["target_std"], dtype=np.float64)
-    normalized = (targets[rows] - target_mean) / target_std  # [N, 11]
-    labels = torch.from_numpy(normalized.astype(np.float32))
-    return TensorMultiTaskDataset(
-        torch.from_numpy(inputs),
-        {task: labels[:, k].contiguous() for k, task in enumerate(TASKS)},
-        target_normalization={
-            task: (float(target_mean[k]), float(target_std[k])) for k, task in enumerate(TASKS)
-        },
-    )
+    return normalized_target_split(torch.from_numpy(inputs), arrays, rows)
 
 
 @BENCHMARKS.register("qm9_graph")
