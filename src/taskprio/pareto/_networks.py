@@ -16,16 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from torch import Tensor, nn
+from torch import nn
 
 from taskprio.data import Benchmark, get_benchmark
 from taskprio.data._benchmark import QM9Benchmark, YeastBenchmark
-from taskprio.models import MultiTaskMLP
-from taskprio.nn._task_norm import check_tasks
+from taskprio.models import MultiLeNet, MultiTaskMLP
 
 
-class NormFreeLeNet(nn.Module):
-    """The MultiMNIST LeNet without norms: conv-pool-ReLU twice, a Linear, one MLP head per task.
+class NormFreeLeNet(MultiLeNet):
+    """The MultiMNIST LeNet without norms (``MultiLeNet(batch_norm=False)``).
 
     The network of Sener & Koltun (2018) as PaMaL trains it on MultiMNIST: the trunk's layers
     keep their biases (no norm follows them). For 28×28 inputs and two 10-class tasks: 21,330
@@ -44,44 +43,7 @@ class NormFreeLeNet(nn.Module):
     """
 
     def __init__(self, tasks: Sequence[str] = ("left", "right"), *, num_classes: int = 10) -> None:
-        super().__init__()
-        self.tasks = check_tasks(tasks)
-        if num_classes < 2:
-            raise ValueError(f"`num_classes` must be at least 2, but got {num_classes}.")
-        self.num_classes = num_classes
-        self.trunk = nn.Sequential(
-            nn.Conv2d(1, 10, kernel_size=5),  # [B, 10, 24, 24]
-            nn.MaxPool2d(2),  # [B, 10, 12, 12]
-            nn.ReLU(),
-            nn.Conv2d(10, 20, kernel_size=5),  # [B, 20, 8, 8]
-            nn.MaxPool2d(2),  # [B, 20, 4, 4]
-            nn.ReLU(),
-            nn.Flatten(),  # [B, 320]
-            nn.Linear(320, 50),  # [B, 50]
-            nn.ReLU(),
-        )
-        self.heads = nn.ModuleDict(
-            {
-                task: nn.Sequential(
-                    nn.Linear(50, 50),  # [B, 50]
-                    nn.ReLU(),
-                    nn.Linear(50, num_classes),  # [B, num_classes]
-                )
-                for task in self.tasks
-            }
-        )
-
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
-        """Run the trunk once and every head on its features.
-
-        Args:
-            x: [B, 1, 28, 28] images.
-
-        Returns:
-            Per task, [B, num_classes] logits.
-        """
-        features = self.trunk(x)  # [B, 50]
-        return {task: head(features) for task, head in self.heads.items()}
+        super().__init__(tasks, num_classes=num_classes, batch_norm=False)
 
 
 def _lenet(benchmark: Benchmark, tasks: tuple[str, ...]) -> nn.Module:
